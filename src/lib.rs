@@ -1,0 +1,8 @@
+//! vztmpld keeps Proxmox VE container-template caches warm, declaratively, across whole clusters.
+//!
+//! Modules:
+//! - [`sim`]: a Proxmox VE API simulator (`vztmpld sim`), the world every test runs against.
+//! - [`cli`]: the command line (clap) and the commands it dispatches to.
+
+pub mod cli;
+pub mod sim;
