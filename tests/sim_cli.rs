@@ -73,3 +73,17 @@ fn a_bad_scenario_is_an_error_naming_the_file_and_place() {
     assert!(err.contains("bad.yaml") && err.contains("unknown field `colour`") && err.contains("line 3"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn every_example_scenario_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sim");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            vztmpld::sim::Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3);
+}
