@@ -5,5 +5,6 @@
 //! - [`cli`]: the command line (clap) and the commands it dispatches to.
 
 pub mod cli;
+pub mod config;
 pub mod sim;
 pub mod template;

@@ -96,7 +96,13 @@ pub enum TemplateSpec {
     /// An exact file name.
     File(String),
     /// `OS[-VERSION[-VARIANT[_BUILD[_ARCH]]]]`.
-    Pattern { os: String, version: Option<String>, variant: Option<String>, build: Option<String>, arch: Option<String> },
+    Pattern {
+        os: String,
+        version: Option<String>,
+        variant: Option<String>,
+        build: Option<String>,
+        arch: Option<String>,
+    },
 }
 
 /// Why a spec string was rejected.
@@ -159,10 +165,12 @@ impl TemplateSpec {
                     && arch.as_deref().unwrap_or(node_arch) == name.arch;
                 whole_os
                     || *os == name.os
-                    && version.as_ref().is_none_or(|v| name.version.as_ref().is_some_and(|nv| version_prefix(v, nv)))
-                    && variant.as_ref().is_none_or(|v| name.variant.as_ref() == Some(v))
-                    && build.as_ref().is_none_or(|b| *b == name.build)
-                    && arch.as_deref().unwrap_or(node_arch) == name.arch
+                        && version
+                            .as_ref()
+                            .is_none_or(|v| name.version.as_ref().is_some_and(|nv| version_prefix(v, nv)))
+                        && variant.as_ref().is_none_or(|v| name.variant.as_ref() == Some(v))
+                        && build.as_ref().is_none_or(|b| *b == name.build)
+                        && arch.as_deref().unwrap_or(node_arch) == name.arch
             }
         }
     }
@@ -251,21 +259,92 @@ mod tests {
     #[test]
     fn modern_names_are_classified() {
         let cases = [
-            ("alpine-3.22-default_20250617_amd64.tar.xz", "alpine", Some("3.22"), Some("default"), "20250617", "amd64", "tar.xz"),
-            ("debian-12-standard_12.7-1_amd64.tar.zst", "debian", Some("12"), Some("standard"), "12.7-1", "amd64", "tar.zst"),
-            ("ubuntu-25.04-standard_25.04-1.1_amd64.tar.zst", "ubuntu", Some("25.04"), Some("standard"), "25.04-1.1", "amd64", "tar.zst"),
-            ("archlinux-base_20260420-1_amd64.tar.zst", "archlinux", None, Some("base"), "20260420-1", "amd64", "tar.zst"),
-            ("centos-9-stream-default_20240828_amd64.tar.xz", "centos", Some("9"), Some("stream-default"), "20240828", "amd64", "tar.xz"),
-            ("proxmox-mail-gateway-9.1-standard_9.1-1_amd64.tar.zst", "proxmox-mail-gateway", Some("9.1"), Some("standard"), "9.1-1", "amd64", "tar.zst"),
-            ("gentoo-current-openrc_20250508_amd64.tar.xz", "gentoo", None, Some("current-openrc"), "20250508", "amd64", "tar.xz"),
+            (
+                "alpine-3.22-default_20250617_amd64.tar.xz",
+                "alpine",
+                Some("3.22"),
+                Some("default"),
+                "20250617",
+                "amd64",
+                "tar.xz",
+            ),
+            (
+                "debian-12-standard_12.7-1_amd64.tar.zst",
+                "debian",
+                Some("12"),
+                Some("standard"),
+                "12.7-1",
+                "amd64",
+                "tar.zst",
+            ),
+            (
+                "ubuntu-25.04-standard_25.04-1.1_amd64.tar.zst",
+                "ubuntu",
+                Some("25.04"),
+                Some("standard"),
+                "25.04-1.1",
+                "amd64",
+                "tar.zst",
+            ),
+            (
+                "archlinux-base_20260420-1_amd64.tar.zst",
+                "archlinux",
+                None,
+                Some("base"),
+                "20260420-1",
+                "amd64",
+                "tar.zst",
+            ),
+            (
+                "centos-9-stream-default_20240828_amd64.tar.xz",
+                "centos",
+                Some("9"),
+                Some("stream-default"),
+                "20240828",
+                "amd64",
+                "tar.xz",
+            ),
+            (
+                "proxmox-mail-gateway-9.1-standard_9.1-1_amd64.tar.zst",
+                "proxmox-mail-gateway",
+                Some("9.1"),
+                Some("standard"),
+                "9.1-1",
+                "amd64",
+                "tar.zst",
+            ),
+            (
+                "gentoo-current-openrc_20250508_amd64.tar.xz",
+                "gentoo",
+                None,
+                Some("current-openrc"),
+                "20250508",
+                "amd64",
+                "tar.xz",
+            ),
             ("devuan-5.0-standard_5.0_amd64.tar.gz", "devuan", Some("5.0"), Some("standard"), "5.0", "amd64", "tar.gz"),
             ("custom_1.0_arm64.tar.zst", "custom", None, None, "1.0", "arm64", "tar.zst"),
-            ("archlinux-base_2015-24-29-1_x86_64.tar.gz", "archlinux", None, Some("base"), "2015-24-29-1", "amd64", "tar.gz"),
+            (
+                "archlinux-base_2015-24-29-1_x86_64.tar.gz",
+                "archlinux",
+                None,
+                Some("base"),
+                "2015-24-29-1",
+                "amd64",
+                "tar.gz",
+            ),
         ];
         for (file, os, version, variant, build, arch, format) in cases {
             let n = name(file);
             assert_eq!(
-                (n.os.as_str(), n.version.as_deref(), n.variant.as_deref(), n.build.as_str(), n.arch.as_str(), n.format.as_str()),
+                (
+                    n.os.as_str(),
+                    n.version.as_deref(),
+                    n.variant.as_deref(),
+                    n.build.as_str(),
+                    n.arch.as_str(),
+                    n.format.as_str()
+                ),
                 (os, version, variant, build, arch, format),
                 "{file}"
             );

@@ -1,0 +1,540 @@
+//! The desired-state configuration: the YAML contract, its validation, and the validated model.
+//!
+//! Loading never half-succeeds: either every problem is reported, each with `file:line:column` and the fix,
+//! or a [`Config`] comes back that the reconciler can trust. Secrets are read here and kept in [`Secret`],
+//! whose `Debug` never shows them.
+
+mod model;
+mod positions;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use model::{
+    Checksum, ClusterConfig, Config, DownloadSettings, NodeSelector, Policy, Secret, StorageSelector, TemplateConfig,
+    TemplateSource, TlsMode,
+};
+use positions::Positions;
+
+use crate::template::TemplateSpec;
+
+/// One thing wrong with a configuration file, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the configuration: {source} (check the path given with -c)", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    /// The individual problems (one for a read error).
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Read { .. } => vec![self.to_string()],
+            ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Reads, parses and validates a configuration file, reading the secrets it names.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(&text, path)
+}
+
+/// Parses and validates configuration text; `path` names it in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: model::RawConfig = match yaml_serde::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let message = strip_location(&e.to_string());
+            return Err(ConfigError::Invalid {
+                problems: vec![Problem { file: path.to_path_buf(), line, column, message: with_hint(&message) }],
+            });
+        }
+    };
+    let mut v = Validator { file: path.to_path_buf(), positions: Positions::index(text), problems: Vec::new() };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = v.config(raw, &base_dir);
+    if v.problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { problems: v.problems }) }
+}
+
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn with_hint(message: &str) -> String {
+    if message.contains("unknown field") {
+        format!("{message} (remove it or fix its spelling; see README's configuration reference)")
+    } else if message.contains("missing field") {
+        format!("{message} (add it; see README's configuration reference)")
+    } else {
+        message.to_string()
+    }
+}
+
+/// Collects problems with their positions while building the validated model.
+struct Validator {
+    file: PathBuf,
+    positions: Positions,
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        let (line, column) = self.positions.find(path);
+        self.problems.push(Problem { file: self.file.clone(), line, column, message: message.into() });
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(path, format!("{path}: must be longer than zero (e.g. `10m`)"));
+                default
+            }
+            Err(e) => {
+                self.problem(path, format!("{path}: '{text}' is not a duration ({e}); write e.g. `30s`, `10m`, `1h`"));
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: model::RawConfig, base_dir: &Path) -> Config {
+        let interval = self.duration("interval", raw.interval.as_deref(), Duration::from_secs(600));
+        if raw.clusters.is_empty() {
+            self.problem("clusters", "clusters: at least one cluster is needed");
+        }
+        let names: Vec<String> = raw.clusters.iter().map(|c| c.name.clone()).collect();
+        let mut clusters = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, rc) in raw.clusters.into_iter().enumerate() {
+            let at = format!("clusters[{i}]");
+            if names[..i].contains(&rc.name) {
+                self.problem(
+                    &format!("{at}.name"),
+                    format!("cluster name '{}' is used twice; names must be unique", rc.name),
+                );
+            }
+            if let Some(c) = self.cluster(&at, rc, base_dir, &mut warnings) {
+                clusters.push(c);
+            }
+        }
+        let mut templates = Vec::new();
+        for (i, rt) in raw.templates.into_iter().enumerate() {
+            if let Some(t) = self.template(&format!("templates[{i}]"), rt, &names, &clusters) {
+                if templates
+                    .iter()
+                    .any(|o: &TemplateConfig| o.label == t.label && o.clusters == t.clusters && o.nodes == t.nodes)
+                {
+                    self.problem(
+                        &format!("templates[{i}]"),
+                        format!("template '{}' is listed twice; remove one", t.label),
+                    );
+                }
+                templates.push(t);
+            }
+        }
+        let server_listen = raw.server.and_then(|s| s.listen).and_then(|l| match l.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem("server.listen", format!("server.listen: '{l}' is not an address like 127.0.0.1:9811"));
+                None
+            }
+        });
+        let d = raw.downloads.unwrap_or_default();
+        let defaults = DownloadSettings::default();
+        let downloads = DownloadSettings {
+            timeout: self.duration("downloads.timeout", d.timeout.as_deref(), defaults.timeout),
+            min_rate: match d.min_rate {
+                Some(0) => {
+                    self.problem("downloads.min_rate", "downloads.min_rate: must be at least 1 byte per second");
+                    defaults.min_rate
+                }
+                Some(r) => r,
+                None => defaults.min_rate,
+            },
+            poll_interval: self.duration("downloads.poll_interval", d.poll_interval.as_deref(), defaults.poll_interval),
+        };
+        Config { path: self.file.clone(), interval, clusters, templates, server_listen, downloads, warnings }
+    }
+
+    fn cluster(
+        &mut self,
+        at: &str,
+        rc: model::RawCluster,
+        base_dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Option<ClusterConfig> {
+        let before = self.problems.len();
+        if rc.name.trim().is_empty() || rc.name.contains(char::is_whitespace) {
+            self.problem(&format!("{at}.name"), "cluster name must be a non-empty word");
+        }
+        if rc.endpoints.is_empty() {
+            self.problem(&format!("{at}.endpoints"), "endpoints: give at least one, e.g. [https://pve1.lan:8006]");
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in rc.endpoints.iter().enumerate() {
+            match reqwest::Url::parse(e) {
+                Ok(u) if u.scheme() == "https" && u.host_str().is_some() => endpoints.push(u),
+                Ok(_) => self.problem(
+                    &format!("{at}.endpoints[{j}]"),
+                    format!("endpoint '{e}' must be an https:// URL (Proxmox serves its API over HTTPS on port 8006)"),
+                ),
+                Err(err) => {
+                    self.problem(&format!("{at}.endpoints[{j}]"), format!("endpoint '{e}' is not a URL: {err}"))
+                }
+            }
+        }
+        if !crate::sim::scenario::valid_token_id(&rc.auth.token_id) {
+            self.problem(
+                &format!("{at}.auth.token_id"),
+                format!("token_id '{}' must look like USER@REALM!TOKENID, e.g. vztmpld@pve!cache", rc.auth.token_id),
+            );
+        }
+        let secret = self.secret(at, &rc.auth, base_dir, warnings);
+        let tls = self.tls(at, rc.tls, base_dir);
+        let nodes = match rc.nodes {
+            None => NodeSelector::All,
+            Some(yaml_serde::Value::String(s)) if s == "all" => NodeSelector::All,
+            Some(yaml_serde::Value::Sequence(items)) => {
+                let names: Vec<String> = items.iter().filter_map(|v| v.as_str().map(String::from)).collect();
+                if names.len() != items.len() || names.is_empty() {
+                    self.problem(&format!("{at}.nodes"), "nodes: must be `all` or a non-empty list of node names");
+                }
+                for (j, n) in names.iter().enumerate() {
+                    if !crate::sim::scenario::valid_node_name(n) {
+                        self.problem(&format!("{at}.nodes[{j}]"), format!("'{n}' is not a valid Proxmox node name"));
+                    }
+                }
+                NodeSelector::Only(names)
+            }
+            Some(_) => {
+                self.problem(&format!("{at}.nodes"), "nodes: must be `all` or a list of node names, e.g. [pve1, pve2]");
+                NodeSelector::All
+            }
+        };
+        let storage = match rc.storage.as_deref() {
+            None | Some("auto") => StorageSelector::Auto,
+            Some(s) if crate::sim::scenario::valid_storage_id(s) => StorageSelector::Named(s.to_string()),
+            Some(s) => {
+                self.problem(&format!("{at}.storage"), format!("storage: '{s}' is neither `auto` nor a storage ID"));
+                StorageSelector::Auto
+            }
+        };
+        let limit = |v: &mut Self, key: &str, value: Option<u32>, default: usize| match value {
+            Some(0) => {
+                v.problem(&format!("{at}.{key}"), format!("{key}: must be at least 1"));
+                default
+            }
+            Some(n) => n as usize,
+            None => default,
+        };
+        let max_parallel_downloads = limit(self, "max_parallel_downloads", rc.max_parallel_downloads, 4);
+        let max_downloads_per_node = limit(self, "max_downloads_per_node", rc.max_downloads_per_node, 1);
+        (self.problems.len() == before).then(|| ClusterConfig {
+            name: rc.name,
+            endpoints,
+            token_id: rc.auth.token_id,
+            secret: secret.unwrap_or_default(),
+            tls: tls.unwrap_or(TlsMode::Insecure),
+            nodes,
+            storage,
+            max_parallel_downloads,
+            max_downloads_per_node,
+        })
+    }
+
+    fn secret(
+        &mut self,
+        at: &str,
+        auth: &model::RawAuth,
+        base_dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Option<Secret> {
+        match (&auth.secret_file, &auth.secret_env) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.problem(&format!("{at}.auth"), "auth: give exactly one of secret_file or secret_env");
+                None
+            }
+            (Some(file), None) => {
+                let path = base_dir.join(file);
+                let key = format!("{at}.auth.secret_file");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if text.trim().is_empty() => {
+                        self.problem(
+                            &key,
+                            format!("secret file {} is empty; put the token's secret (a UUID) in it", path.display()),
+                        );
+                        None
+                    }
+                    Ok(text) => {
+                        if let Some(w) = loose_permissions(&path) {
+                            warnings.push(w);
+                        }
+                        Some(Secret::new(text.trim().to_string()))
+                    }
+                    Err(e) => {
+                        self.problem(
+                            &key,
+                            format!(
+                                "cannot read secret file {}: {e} (create it, readable by vztmpld only)",
+                                path.display()
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+                _ => {
+                    self.problem(
+                        &format!("{at}.auth.secret_env"),
+                        format!("environment variable {var} is not set or empty; export the token secret in it"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn tls(&mut self, at: &str, raw: model::RawTls, base_dir: &Path) -> Option<TlsMode> {
+        let given = usize::from(raw.fingerprint.is_some())
+            + usize::from(raw.ca_file.is_some())
+            + usize::from(raw.insecure == Some(true));
+        if given != 1 {
+            self.problem(
+                &format!("{at}.tls"),
+                "tls: give exactly one of fingerprint (SHA-256 from the Proxmox GUI), ca_file, or insecure: true",
+            );
+            return None;
+        }
+        if let Some(fp) = raw.fingerprint {
+            return match parse_fingerprint(&fp) {
+                Some(bytes) => Some(TlsMode::Fingerprint(bytes)),
+                None => {
+                    self.problem(
+                        &format!("{at}.tls.fingerprint"),
+                        format!("fingerprint '{fp}' is not a SHA-256 fingerprint: expected 32 hex pairs like AA:BB:...:FF (Datacenter → node → System → Certificates)"),
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(file) = raw.ca_file {
+            let path = base_dir.join(file);
+            return match std::fs::read(&path) {
+                Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
+                    Some(TlsMode::CaFile { path, pem })
+                }
+                Ok(_) => {
+                    self.problem(&format!("{at}.tls.ca_file"), format!("{} holds no PEM certificate", path.display()));
+                    None
+                }
+                Err(e) => {
+                    self.problem(&format!("{at}.tls.ca_file"), format!("cannot read CA file {}: {e}", path.display()));
+                    None
+                }
+            };
+        }
+        Some(TlsMode::Insecure)
+    }
+
+    fn template(
+        &mut self,
+        at: &str,
+        rt: model::RawTemplate,
+        names: &[String],
+        clusters: &[ClusterConfig],
+    ) -> Option<TemplateConfig> {
+        let before = self.problems.len();
+        let policy = match rt.policy.as_deref() {
+            None | Some("present") => Policy::Present,
+            Some("latest") => Policy::Latest,
+            Some(p) => {
+                self.problem(&format!("{at}.policy"), format!("policy '{p}' is unknown: use `present` or `latest`"));
+                Policy::Present
+            }
+        };
+        let source = match (rt.template, rt.url) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.problem(at, "give exactly one of `template:` (from the appliance index) or `url:`");
+                None
+            }
+            (Some(spec), None) => {
+                if rt.checksum.is_some() || rt.filename.is_some() {
+                    self.problem(at, "checksum and filename belong to `url:` templates; appliance templates are verified by Proxmox's index");
+                }
+                match TemplateSpec::parse(&spec) {
+                    Ok(s) => {
+                        self.check_arch(&format!("{at}.template"), &s);
+                        Some(TemplateSource::Appliance(s))
+                    }
+                    Err(e) => {
+                        self.problem(&format!("{at}.template"), format!("{e}"));
+                        None
+                    }
+                }
+            }
+            (None, Some(url)) => self.url_template(at, &url, rt.checksum.as_deref(), rt.filename.as_deref()),
+        };
+        if policy == Policy::Latest && matches!(source, Some(TemplateSource::Url { .. })) {
+            self.problem(
+                &format!("{at}.policy"),
+                "policy `latest` needs the appliance index; a url template is one fixed file",
+            );
+        }
+        if let Some(list) = &rt.clusters {
+            for (j, name) in list.iter().enumerate() {
+                if !names.contains(name) {
+                    self.problem(
+                        &format!("{at}.clusters[{j}]"),
+                        format!("no cluster named '{name}' (known: {})", names.join(", ")),
+                    );
+                }
+            }
+        }
+        if let Some(nodes) = &rt.nodes {
+            let targeted = clusters.iter().filter(|c| rt.clusters.as_ref().is_none_or(|l| l.contains(&c.name)));
+            let mut any_all = false;
+            let mut listed: Vec<&str> = Vec::new();
+            for c in targeted {
+                match &c.nodes {
+                    NodeSelector::All => any_all = true,
+                    NodeSelector::Only(ns) => listed.extend(ns.iter().map(String::as_str)),
+                }
+            }
+            for (j, n) in nodes.iter().enumerate() {
+                if !any_all && !listed.contains(&n.as_str()) {
+                    self.problem(&format!("{at}.nodes[{j}]"), format!("node '{n}' is not among the nodes of the targeted clusters, so this template cannot match anything"));
+                }
+            }
+        }
+        if let Some(s) = &rt.storage {
+            if !crate::sim::scenario::valid_storage_id(s) {
+                self.problem(&format!("{at}.storage"), format!("storage: '{s}' is not a storage ID"));
+            }
+        }
+        let source = source?;
+        (self.problems.len() == before).then(|| TemplateConfig {
+            label: source.label(),
+            source,
+            policy,
+            clusters: rt.clusters,
+            nodes: rt.nodes,
+            storage: rt.storage,
+        })
+    }
+
+    fn check_arch(&mut self, at: &str, spec: &TemplateSpec) {
+        const KNOWN: &[&str] = &["amd64", "arm64", "i386", "armhf", "ppc64el", "riscv64", "s390x"];
+        let arch = match spec {
+            TemplateSpec::Pattern { arch: Some(a), .. } => Some(a.clone()),
+            TemplateSpec::File(f) => crate::template::TemplateName::parse(f).map(|n| n.arch),
+            _ => None,
+        };
+        if let Some(a) = arch.filter(|a| !KNOWN.contains(&a.as_str())) {
+            self.problem(
+                at,
+                format!("architecture '{a}' matches no Proxmox node (use amd64 or arm64, or leave it out)"),
+            );
+        }
+    }
+
+    fn url_template(
+        &mut self,
+        at: &str,
+        url: &str,
+        checksum: Option<&str>,
+        filename: Option<&str>,
+    ) -> Option<TemplateSource> {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                self.problem(&format!("{at}.url"), format!("url '{url}' must be an http:// or https:// URL"));
+                None
+            }
+        };
+        let checksum = match checksum {
+            None => {
+                self.problem(at, "url templates need `checksum: \"sha256:<hex>\"` (or sha512/sha1/md5/...) so Proxmox verifies the file");
+                None
+            }
+            Some(c) => match Checksum::parse(c) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.problem(&format!("{at}.checksum"), e);
+                    None
+                }
+            },
+        };
+        let filename = match filename {
+            Some(f) => f.to_string(),
+            None => parsed.as_ref().and_then(|u| u.path_segments()?.next_back().map(String::from)).unwrap_or_default(),
+        };
+        let normalized_ok =
+            !filename.is_empty() && filename.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !normalized_ok || !crate::template::has_template_extension(&filename) {
+            let key = if filename.is_empty() { format!("{at}.url") } else { format!("{at}.filename") };
+            self.problem(&key, format!("file name '{filename}' must end in .tar.gz/.tar.xz/.tar.zst/.tar.bz2/.tar and use only letters, digits, '.', '-', '_' (set `filename:`)"));
+        }
+        Some(TemplateSource::Url { url: parsed?, checksum: checksum?, filename })
+    }
+}
+
+/// `AA:BB:...` (32 pairs, any case, colons optional) → bytes.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || text.contains("::") {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(unix)]
+fn loose_permissions(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "secret file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn loose_permissions(_path: &Path) -> Option<String> {
+    None
+}

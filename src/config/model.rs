@@ -1,0 +1,287 @@
+//! The configuration's two shapes: what serde reads (`Raw*`, unknown keys rejected) and the validated model.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::template::TemplateSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub interval: Option<String>,
+    pub clusters: Vec<RawCluster>,
+    #[serde(default)]
+    pub templates: Vec<RawTemplate>,
+    pub server: Option<RawServer>,
+    pub downloads: Option<RawDownloads>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub name: String,
+    pub endpoints: Vec<String>,
+    pub auth: RawAuth,
+    pub tls: RawTls,
+    pub nodes: Option<yaml_serde::Value>,
+    pub storage: Option<String>,
+    pub max_parallel_downloads: Option<u32>,
+    pub max_downloads_per_node: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub token_id: String,
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub fingerprint: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTemplate {
+    pub template: Option<String>,
+    pub url: Option<String>,
+    pub checksum: Option<String>,
+    pub filename: Option<String>,
+    pub policy: Option<String>,
+    pub clusters: Option<Vec<String>>,
+    pub nodes: Option<Vec<String>>,
+    pub storage: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDownloads {
+    pub timeout: Option<String>,
+    pub min_rate: Option<u64>,
+    pub poll_interval: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// How often the daemon reconciles.
+    pub interval: Duration,
+    pub clusters: Vec<ClusterConfig>,
+    pub templates: Vec<TemplateConfig>,
+    /// `server.listen` for the status server.
+    pub server_listen: Option<SocketAddr>,
+    pub downloads: DownloadSettings,
+    /// Non-fatal findings (e.g. a secret file readable by others), for the caller to log.
+    pub warnings: Vec<String>,
+}
+
+/// How long a download may take: `timeout` plus the file size at `min_rate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadSettings {
+    /// Fixed part of every download's deadline.
+    pub timeout: Duration,
+    /// Slowest acceptable transfer rate (bytes per second) for the size-dependent part.
+    pub min_rate: u64,
+    /// How often task status is polled.
+    pub poll_interval: Duration,
+}
+
+impl Default for DownloadSettings {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(300), min_rate: 1_000_000, poll_interval: Duration::from_secs(2) }
+    }
+}
+
+impl DownloadSettings {
+    /// The deadline for a file of `size` bytes (unknown size: the fixed part plus 30 minutes).
+    pub fn deadline_for(&self, size: Option<u64>) -> Duration {
+        let variable = size.map_or(Duration::from_secs(1800), |s| Duration::from_secs(s / self.min_rate.max(1)));
+        self.timeout + variable
+    }
+}
+
+/// One Proxmox VE cluster to reconcile.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// API endpoints of the same cluster, tried in order.
+    pub endpoints: Vec<reqwest::Url>,
+    /// `USER@REALM!TOKENID`.
+    pub token_id: String,
+    pub secret: Secret,
+    pub tls: TlsMode,
+    pub nodes: NodeSelector,
+    pub storage: StorageSelector,
+    pub max_parallel_downloads: usize,
+    pub max_downloads_per_node: usize,
+}
+
+/// How the server certificate is verified.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// SHA-256 of the leaf certificate.
+    Fingerprint([u8; 32]),
+    /// A CA (or the self-signed certificate itself) in PEM.
+    CaFile { path: PathBuf, pem: Vec<u8> },
+    /// No verification, only when the config says `insecure: true`.
+    Insecure,
+}
+
+impl fmt::Debug for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsMode::Fingerprint(fp) => {
+                let hex: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
+                write!(f, "Fingerprint({})", hex.join(":"))
+            }
+            TlsMode::CaFile { path, .. } => write!(f, "CaFile({})", path.display()),
+            TlsMode::Insecure => f.write_str("Insecure"),
+        }
+    }
+}
+
+/// Which nodes of a cluster are targeted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeSelector {
+    All,
+    Only(Vec<String>),
+}
+
+impl NodeSelector {
+    /// Whether `node` is targeted.
+    pub fn includes(&self, node: &str) -> bool {
+        match self {
+            NodeSelector::All => true,
+            NodeSelector::Only(list) => list.iter().any(|n| n == node),
+        }
+    }
+}
+
+/// The default target storage of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSelector {
+    /// A shared vztmpl storage all targeted nodes see; else `local`; else the one with most room.
+    Auto,
+    Named(String),
+}
+
+/// One desired template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateConfig {
+    /// How it is shown in plans, logs and status (`alpine-3.22`, or the url template's file name).
+    pub label: String,
+    pub source: TemplateSource,
+    pub policy: Policy,
+    /// Only these clusters (all when absent).
+    pub clusters: Option<Vec<String>>,
+    /// Only these nodes (all targeted when absent).
+    pub nodes: Option<Vec<String>>,
+    /// Target storage for this template (overrides the cluster's).
+    pub storage: Option<String>,
+}
+
+impl TemplateConfig {
+    /// Whether this template applies to a node of a cluster.
+    pub fn applies_to(&self, cluster: &str, node: &str) -> bool {
+        self.clusters.as_ref().is_none_or(|c| c.iter().any(|c| c == cluster))
+            && self.nodes.as_ref().is_none_or(|n| n.iter().any(|n| n == node))
+    }
+}
+
+/// Where a template comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// The appliance index (`POST /nodes/{node}/aplinfo`).
+    Appliance(TemplateSpec),
+    /// A URL with a checksum (`download-url`).
+    Url { url: reqwest::Url, checksum: Checksum, filename: String },
+}
+
+impl TemplateSource {
+    /// The label used in output.
+    pub fn label(&self) -> String {
+        match self {
+            TemplateSource::Appliance(spec) => spec.to_string(),
+            TemplateSource::Url { filename, .. } => filename.clone(),
+        }
+    }
+}
+
+/// A checksum as Proxmox's download-url takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    /// `md5`, `sha1`, `sha224`, `sha256`, `sha384` or `sha512`.
+    pub algorithm: String,
+    /// Lower-case hex.
+    pub hex: String,
+}
+
+impl Checksum {
+    /// Parses `ALGO:HEX`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const LENGTHS: &[(&str, usize)] =
+            &[("md5", 32), ("sha1", 40), ("sha224", 56), ("sha256", 64), ("sha384", 96), ("sha512", 128)];
+        let Some((algo, hex)) = text.split_once(':') else {
+            return Err(format!("checksum '{text}' must be ALGORITHM:HEX, e.g. sha256:3f5a..."));
+        };
+        let algo = algo.trim().to_ascii_lowercase();
+        let Some((_, len)) = LENGTHS.iter().find(|(a, _)| *a == algo) else {
+            return Err(format!(
+                "checksum algorithm '{algo}' is not one Proxmox supports (md5, sha1, sha224, sha256, sha384, sha512)"
+            ));
+        };
+        let hex = hex.trim().to_ascii_lowercase();
+        if hex.len() != *len || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("{algo} checksum must be {len} hex digits, got {}", hex.len()));
+        }
+        Ok(Self { algorithm: algo, hex })
+    }
+}
+
+/// When a template counts as satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Any matching file.
+    Present,
+    /// The newest matching build in the cluster's appliance indexes.
+    Latest,
+}
+
+/// A token secret: never shown by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The secret itself, for the Authorization header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}

@@ -1,0 +1,215 @@
+//! Every configuration error names file:line:column and the fix; a good file loads; secrets stay hidden.
+
+use std::path::{Path, PathBuf};
+
+use vztmpld::config::{self, NodeSelector, Policy, TemplateSource, TlsMode};
+
+const FP: &str = "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99";
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vztmpld-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let secret = d.join("lab.secret");
+    // Written under a temporary name and renamed: tests run in parallel and must never see it half-written.
+    let tmp = d.join(format!("lab.secret.{:?}", std::thread::current().id()));
+    std::fs::write(&tmp, "d6a1f0b2-1111-2222-3333-444455556666\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::rename(&tmp, &secret).unwrap();
+    d
+}
+
+fn good() -> String {
+    format!(
+        r#"interval: 10m
+clusters:
+  - name: lab
+    endpoints: [https://pve1.lan:8006, https://pve2.lan:8006]
+    auth:
+      token_id: "vztmpld@pve!cache"
+      secret_file: lab.secret
+    tls:
+      fingerprint: "{FP}"
+    nodes: all
+    storage: auto
+    max_parallel_downloads: 4
+templates:
+  - template: alpine-3.22
+  - template: debian-12-standard
+    policy: latest
+    clusters: [lab]
+  - template: alpine
+  - url: https://mirror.example/ct/custom_1.0_amd64.tar.zst
+    checksum: "sha256:{}"
+    filename: custom_1.0_amd64.tar.zst
+"#,
+        "ab".repeat(32)
+    )
+}
+
+fn parse(text: &str) -> Result<config::Config, config::ConfigError> {
+    config::parse(text, &dir().join("vztmpld.yaml"))
+}
+
+/// The single problem of a config, as `line:col: message`.
+fn problem(text: &str) -> String {
+    let err = parse(text).expect_err("config must be rejected");
+    let all = err.problems();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let file = dir().join("vztmpld.yaml").display().to_string();
+    all[0].strip_prefix(&format!("{file}:")).unwrap_or_else(|| panic!("names the file: {}", all[0])).to_string()
+}
+
+fn replace(from: &str, to: &str) -> String {
+    let g = good();
+    assert!(g.contains(from), "{from}");
+    g.replacen(from, to, 1)
+}
+
+#[test]
+fn the_issue_example_loads() {
+    let c = parse(&good()).unwrap();
+    assert_eq!(c.interval, std::time::Duration::from_secs(600));
+    assert_eq!(c.clusters.len(), 1);
+    let lab = &c.clusters[0];
+    assert_eq!(lab.endpoints.len(), 2);
+    assert!(matches!(lab.tls, TlsMode::Fingerprint(fp) if fp[0] == 0xAA));
+    assert_eq!(lab.nodes, NodeSelector::All);
+    assert_eq!(lab.secret.expose(), "d6a1f0b2-1111-2222-3333-444455556666");
+    assert_eq!(c.templates.len(), 4);
+    assert_eq!(c.templates[1].policy, Policy::Latest);
+    assert!(matches!(&c.templates[3].source, TemplateSource::Url { checksum, .. } if checksum.algorithm == "sha256"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn debug_never_shows_the_secret() {
+    let c = parse(&good()).unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("d6a1f0b2"), "{shown}");
+    assert!(shown.contains("Secret(***)"));
+}
+
+#[test]
+fn unknown_keys() {
+    assert!(
+        problem(&replace("    storage: auto\n", "    storag: auto\n"))
+            .starts_with("11:5: clusters[0]: unknown field `storag`")
+    );
+    assert!(
+        problem(&replace("interval: 10m\n", "interval: 10m\nintervall: 5m\n"))
+            .starts_with("2:1: unknown field `intervall`")
+    );
+}
+
+#[test]
+fn bad_durations() {
+    let p = problem(&replace("interval: 10m", "interval: ten minutes"));
+    assert!(p.starts_with("1:11: interval: 'ten minutes' is not a duration"), "{p}");
+}
+
+#[test]
+fn duplicate_cluster_names() {
+    let second = "  - name: lab\n    endpoints: [https://pve3.lan:8006]\n    auth: {token_id: \"a@pve!bb\", secret_file: lab.secret}\n    tls: {insecure: true}\n";
+    let text = replace("templates:\n", &format!("{second}templates:\n"));
+    let p = problem(&text);
+    assert!(p.starts_with("13:11: cluster name 'lab' is used twice"), "{p}");
+}
+
+#[test]
+fn malformed_fingerprint() {
+    let p = problem(&replace(FP, "AA:BB"));
+    assert!(p.starts_with("9:20: fingerprint 'AA:BB' is not a SHA-256 fingerprint"), "{p}");
+}
+
+#[test]
+fn tls_needs_exactly_one_mode() {
+    let p = problem(&replace(
+        &format!("      fingerprint: \"{FP}\"\n"),
+        &format!("      fingerprint: \"{FP}\"\n      insecure: true\n"),
+    ));
+    assert!(p.starts_with("8:5: tls: give exactly one of"), "{p}");
+}
+
+#[test]
+fn missing_secret_file() {
+    let p = problem(&replace("secret_file: lab.secret", "secret_file: nope.secret"));
+    assert!(p.starts_with("7:20: cannot read secret file") && p.contains("nope.secret"), "{p}");
+}
+
+#[test]
+fn missing_secret_env() {
+    let p = problem(&replace("secret_file: lab.secret", "secret_env: VZTMPLD_TEST_SURELY_UNSET"));
+    assert!(p.starts_with("7:19: environment variable VZTMPLD_TEST_SURELY_UNSET is not set"), "{p}");
+}
+
+#[test]
+fn secret_env_and_file_together() {
+    let p = problem(&replace("secret_file: lab.secret", "secret_file: lab.secret\n      secret_env: X"));
+    assert!(p.starts_with("5:5: auth: give exactly one of secret_file or secret_env"), "{p}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_world_readable_secret_file_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let loose = d.join("loose.secret");
+    std::fs::write(&loose, "x-secret").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = parse(&replace("secret_file: lab.secret", "secret_file: loose.secret")).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("chmod 600"), "{:?}", c.warnings);
+}
+
+#[test]
+fn specs_that_cannot_match_anything() {
+    let p = problem(&replace("template: alpine-3.22\n", "template: alpine 3.22\n"));
+    assert!(p.starts_with("14:15: 'alpine 3.22' has characters"), "{p}");
+    let p = problem(&replace("template: alpine-3.22\n", "template: alpine-3.22-default_20250617_sparc\n"));
+    assert!(p.starts_with("14:15: architecture 'sparc' matches no Proxmox node"), "{p}");
+    let p = problem(&replace("clusters: [lab]", "clusters: [lab, prod]"));
+    assert!(p.starts_with("17:21: no cluster named 'prod'"), "{p}");
+    let p = problem(&replace("    policy: latest\n", "    policy: newest\n"));
+    assert!(p.starts_with("16:13: policy 'newest' is unknown"), "{p}");
+    let text = replace("    nodes: all\n", "    nodes: [pve1]\n")
+        .replace("  - template: alpine\n", "  - template: alpine\n    nodes: [pve7]\n");
+    let p = problem(&text);
+    assert!(p.contains("node 'pve7' is not among the nodes"), "{p}");
+}
+
+#[test]
+fn url_templates_need_a_checksum_and_a_template_file_name() {
+    let no_sum = good().lines().filter(|l| !l.contains("checksum:")).collect::<Vec<_>>().join("\n");
+    let p = problem(&no_sum);
+    assert!(p.starts_with("19:5: url templates need `checksum:"), "{p}");
+    let p = problem(&replace("sha256:", "crc32:"));
+    assert!(p.starts_with("20:15: checksum algorithm 'crc32'"), "{p}");
+    let p = problem(&replace("filename: custom_1.0_amd64.tar.zst", "filename: custom.iso"));
+    assert!(p.starts_with("21:15: file name 'custom.iso' must end in"), "{p}");
+}
+
+#[test]
+fn bad_endpoint_and_token_id() {
+    let p = problem(&replace("https://pve2.lan:8006", "http://pve2.lan:8006"));
+    assert!(p.starts_with("4:40: endpoint 'http://pve2.lan:8006' must be an https:// URL"), "{p}");
+    let p = problem(&replace("vztmpld@pve!cache", "vztmpld"));
+    assert!(p.starts_with("6:17: token_id 'vztmpld' must look like USER@REALM!TOKENID"), "{p}");
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let text =
+        replace("interval: 10m", "interval: soon").replace("max_parallel_downloads: 4", "max_parallel_downloads: 0");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.problems().len(), 2, "{err}");
+}
+
+#[test]
+fn unreadable_file_is_a_clear_error() {
+    let err = config::load(Path::new("/nonexistent/vztmpld.yaml")).unwrap_err();
+    assert!(err.to_string().starts_with("/nonexistent/vztmpld.yaml: cannot read the configuration"), "{err}");
+}
