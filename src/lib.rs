@@ -6,5 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod names;
+pub mod pve;
 pub mod sim;
 pub mod template;

@@ -210,7 +210,7 @@ impl Validator {
                 }
             }
         }
-        if !crate::sim::scenario::valid_token_id(&rc.auth.token_id) {
+        if !crate::names::valid_token_id(&rc.auth.token_id) {
             self.problem(
                 &format!("{at}.auth.token_id"),
                 format!("token_id '{}' must look like USER@REALM!TOKENID, e.g. vztmpld@pve!cache", rc.auth.token_id),
@@ -227,7 +227,7 @@ impl Validator {
                     self.problem(&format!("{at}.nodes"), "nodes: must be `all` or a non-empty list of node names");
                 }
                 for (j, n) in names.iter().enumerate() {
-                    if !crate::sim::scenario::valid_node_name(n) {
+                    if !crate::names::valid_node_name(n) {
                         self.problem(&format!("{at}.nodes[{j}]"), format!("'{n}' is not a valid Proxmox node name"));
                     }
                 }
@@ -240,7 +240,7 @@ impl Validator {
         };
         let storage = match rc.storage.as_deref() {
             None | Some("auto") => StorageSelector::Auto,
-            Some(s) if crate::sim::scenario::valid_storage_id(s) => StorageSelector::Named(s.to_string()),
+            Some(s) if crate::names::valid_storage_id(s) => StorageSelector::Named(s.to_string()),
             Some(s) => {
                 self.problem(&format!("{at}.storage"), format!("storage: '{s}' is neither `auto` nor a storage ID"));
                 StorageSelector::Auto
@@ -436,7 +436,7 @@ impl Validator {
             }
         }
         if let Some(s) = &rt.storage {
-            if !crate::sim::scenario::valid_storage_id(s) {
+            if !crate::names::valid_storage_id(s) {
                 self.problem(&format!("{at}.storage"), format!("storage: '{s}' is not a storage ID"));
             }
         }

@@ -195,3 +195,28 @@ pub async fn peer_certificate(endpoint: &str) -> Vec<u8> {
 
 pub const ALPINE: &str = "alpine-3.22-default_20250617_amd64.tar.xz";
 pub const DEBIAN: &str = "debian-13-standard_13.6-1_amd64.tar.zst";
+
+/// A cluster configuration pointing at a running simulator, pinned to its fingerprint.
+pub fn cluster_config(server: &SimServer, name: &str) -> vztmpld::config::ClusterConfig {
+    use vztmpld::config::*;
+    ClusterConfig {
+        name: name.to_string(),
+        endpoints: vec![reqwest::Url::parse(&server.endpoint).unwrap()],
+        token_id: server.token_id.clone(),
+        secret: Secret::new(server.token_secret.clone()),
+        tls: TlsMode::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap()),
+        nodes: NodeSelector::All,
+        storage: StorageSelector::Auto,
+        max_parallel_downloads: 4,
+        max_downloads_per_node: 1,
+    }
+}
+
+/// Client options for tests: quick retries.
+pub fn fast_options() -> vztmpld::pve::ClientOptions {
+    vztmpld::pve::ClientOptions {
+        backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,422 @@
+//! The Proxmox VE API client: the only code in vztmpld that talks HTTP to Proxmox.
+//!
+//! Token auth, pinned or CA-verified TLS, a bound on requests in flight per cluster (pveproxy has 3 workers),
+//! timeouts on every call, bounded bodies, retries with backoff for what can succeed later, and failover
+//! across the cluster's endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use reqwest::header::HeaderValue;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use super::error::{PveError, explain_status};
+use super::tls::{SeenFingerprint, client_config};
+use super::types::{
+    Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, Permissions, StorageVolume, TaskListItem, TaskLogLine,
+    TaskStatus,
+};
+use crate::config::{Checksum, ClusterConfig, TlsMode};
+
+/// Characters left as they are in a path segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes one path segment (UPIDs hold `:` and `!`, volids `:` and `/`).
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// The node a UPID belongs to (`UPID:<node>:...`): the only part of a UPID vztmpld reads.
+pub fn upid_node(upid: &str) -> Option<&str> {
+    let rest = upid.strip_prefix("UPID:")?;
+    let node = rest.split(':').next()?;
+    (!node.is_empty()).then_some(node)
+}
+
+/// Tunables of the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// Whole-request timeout (pveproxy gives up forwarding after 30 s).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Requests in flight per cluster.
+    pub max_in_flight: usize,
+    /// Tries per request, including the first.
+    pub attempts: u32,
+    /// First retry delay; doubles each time.
+    pub backoff: Duration,
+    /// Largest response body accepted.
+    pub max_body: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(35),
+            connect_timeout: Duration::from_secs(5),
+            max_in_flight: 3,
+            attempts: 3,
+            backoff: Duration::from_millis(300),
+            max_body: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A client for one cluster.
+pub struct Client {
+    cluster: String,
+    endpoints: Vec<reqwest::Url>,
+    http: reqwest::Client,
+    auth: HeaderValue,
+    permits: Semaphore,
+    /// Index of the endpoint that answered last: later calls start there.
+    preferred: AtomicUsize,
+    seen_fingerprint: SeenFingerprint,
+    pinned: bool,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("cluster", &self.cluster)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds a client from a validated cluster configuration.
+    pub fn new(cfg: &ClusterConfig, options: ClientOptions) -> Result<Self, PveError> {
+        let seen = SeenFingerprint::default();
+        let tls_error = |detail: String| PveError::Tls {
+            cluster: cfg.name.clone(),
+            endpoint: cfg.endpoints.first().map(|u| u.to_string()).unwrap_or_default(),
+            detail,
+        };
+        let tls = client_config(&cfg.tls, Arc::clone(&seen)).map_err(tls_error)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(options.timeout)
+            .connect_timeout(options.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(4))
+            .user_agent(concat!("vztmpld/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
+        let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret.expose()))
+            .map_err(|_| tls_error("the token id or secret holds characters not allowed in a header".into()))?;
+        auth.set_sensitive(true);
+        Ok(Self {
+            cluster: cfg.name.clone(),
+            endpoints: cfg.endpoints.clone(),
+            http,
+            auth,
+            permits: Semaphore::new(options.max_in_flight.max(1)),
+            preferred: AtomicUsize::new(0),
+            seen_fingerprint: seen,
+            pinned: matches!(cfg.tls, TlsMode::Fingerprint(_)),
+            options,
+        })
+    }
+
+    /// The cluster's configured name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// One API call with retries and endpoint failover.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        form: &[(&str, String)],
+    ) -> Result<Envelope<T>, PveError> {
+        let _permit = self.permits.acquire().await.map_err(|_| self.connect_error("", "client shut down"))?;
+        let mut last = None;
+        for attempt in 0..self.options.attempts.max(1) {
+            if attempt > 0 {
+                let factor = 1u32 << (attempt - 1).min(8);
+                let jitter = Duration::from_millis(u64::from(rand_u16() % 100));
+                tokio::time::sleep(self.options.backoff * factor + jitter).await;
+            }
+            let start = self.preferred.load(Ordering::Relaxed);
+            for k in 0..self.endpoints.len() {
+                let idx = (start + k) % self.endpoints.len();
+                match self.send(idx, &method, path, query, form).await {
+                    Ok(v) => {
+                        self.preferred.store(idx, Ordering::Relaxed);
+                        return Ok(v);
+                    }
+                    // Never delivered: the next endpoint may answer.
+                    Err(e @ PveError::Connect { .. }) => last = Some(e),
+                    // A POST that timed out may have started a task: do not send it again.
+                    Err(e @ PveError::Timeout { .. }) if method != Method::GET => return Err(e),
+                    Err(e) if e.is_retryable() => {
+                        last = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| self.connect_error("", "no endpoint configured")))
+    }
+
+    fn connect_error(&self, endpoint: &str, detail: &str) -> PveError {
+        PveError::Connect { cluster: self.cluster.clone(), endpoint: endpoint.to_string(), detail: detail.to_string() }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        idx: usize,
+        method: &Method,
+        path: &str,
+        query: &[(&str, String)],
+        form: &[(&str, String)],
+    ) -> Result<Envelope<T>, PveError> {
+        let endpoint = &self.endpoints[idx];
+        let url = format!("{}/api2/json{path}", endpoint.origin().ascii_serialization());
+        let mut request = self.http.request(method.clone(), &url).header("Authorization", self.auth.clone());
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if !form.is_empty() {
+            request = request.form(form);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(endpoint, method, path, &e))?;
+        let status = response.status().as_u16();
+        let reason = response
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
+        let body = self.read_body(response, method, path).await?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body).map_err(|e| self.decode_error(method, path, e.to_string()));
+        }
+        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let mut message = parsed.message.map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).unwrap_or_default();
+        if let Some(errors) = parsed.errors.filter(|e| !e.is_empty()) {
+            let detail: Vec<String> = errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), |s| s.trim().to_string())))
+                .collect();
+            message = if message.is_empty() { detail.join("; ") } else { format!("{message} ({})", detail.join("; ")) };
+        }
+        if message.is_empty() {
+            message = explain_status(status, reason.as_deref());
+        }
+        Err(PveError::Api {
+            cluster: self.cluster.clone(),
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            message,
+        })
+    }
+
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        method: &Method,
+        path: &str,
+    ) -> Result<Vec<u8>, PveError> {
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.options.max_body {
+                        return Err(self.decode_error(
+                            method,
+                            path,
+                            format!("answer larger than {} bytes", self.options.max_body),
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) if e.is_timeout() => {
+                    return Err(PveError::Timeout {
+                        cluster: self.cluster.clone(),
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        seconds: self.options.timeout.as_secs(),
+                    });
+                }
+                Err(e) => return Err(self.decode_error(method, path, format!("answer cut off: {e}"))),
+            }
+        }
+    }
+
+    fn decode_error(&self, method: &Method, path: &str, detail: String) -> PveError {
+        PveError::Decode { cluster: self.cluster.clone(), method: method.to_string(), path: path.to_string(), detail }
+    }
+
+    fn transport_error(&self, endpoint: &reqwest::Url, method: &Method, path: &str, e: &reqwest::Error) -> PveError {
+        let endpoint_s = endpoint.origin().ascii_serialization();
+        let cause = root_cause(e);
+        // rustls' error may sit behind an io::Error that hyper boxed again; its text is stable.
+        let bad_certificate = matches!(rustls_cause(e), Some(rustls::Error::InvalidCertificate(_)))
+            || cause.contains("invalid peer certificate");
+        if bad_certificate || rustls_cause(e).is_some() {
+            let detail = match (bad_certificate, self.pinned) {
+                (true, true) => {
+                    let seen = self.seen_fingerprint.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
+                    format!(
+                        "the server's certificate (SHA-256 {seen}) does not match tls.fingerprint; if the certificate was renewed, copy the new fingerprint from the Proxmox GUI (node → System → Certificates)"
+                    )
+                }
+                (true, false) => {
+                    format!("certificate not accepted ({cause}); check tls.ca_file, or pin tls.fingerprint instead")
+                }
+                (false, _) => cause.clone(),
+            };
+            return PveError::Tls { cluster: self.cluster.clone(), endpoint: endpoint_s, detail };
+        }
+        if e.is_timeout() && !e.is_connect() {
+            return PveError::Timeout {
+                cluster: self.cluster.clone(),
+                method: method.to_string(),
+                path: path.to_string(),
+                seconds: self.options.timeout.as_secs(),
+            };
+        }
+        self.connect_error(&endpoint_s, &cause)
+    }
+
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<serde_json::Value, PveError> {
+        Ok(self.call(Method::GET, "/version", &[], &[]).await?.data)
+    }
+
+    /// `GET /access/permissions`: the token's own effective privileges.
+    pub async fn permissions(&self) -> Result<Permissions, PveError> {
+        Ok(self.call(Method::GET, "/access/permissions", &[], &[]).await?.data)
+    }
+
+    /// `GET /cluster/resources?type=node`.
+    pub async fn cluster_nodes(&self) -> Result<Vec<ClusterNode>, PveError> {
+        Ok(self.call(Method::GET, "/cluster/resources", &[("type", "node".into())], &[]).await?.data)
+    }
+
+    /// `GET /cluster/resources?type=storage`: one row per (storage, node).
+    pub async fn cluster_storages(&self) -> Result<Vec<ClusterStorage>, PveError> {
+        Ok(self.call(Method::GET, "/cluster/resources", &[("type", "storage".into())], &[]).await?.data)
+    }
+
+    /// `GET /nodes/{node}/storage/{storage}/content?content=vztmpl`.
+    pub async fn templates_on(&self, node: &str, storage: &str) -> Result<Vec<StorageVolume>, PveError> {
+        let path = format!("/nodes/{}/storage/{}/content", encode_segment(node), encode_segment(storage));
+        Ok(self.call(Method::GET, &path, &[("content", "vztmpl".into())], &[]).await?.data)
+    }
+
+    /// `GET /nodes/{node}/aplinfo`: that node's own appliance index.
+    pub async fn appliances(&self, node: &str) -> Result<Vec<Appliance>, PveError> {
+        Ok(self.call(Method::GET, &format!("/nodes/{}/aplinfo", encode_segment(node)), &[], &[]).await?.data)
+    }
+
+    /// `POST /nodes/{node}/aplinfo`: download an index template; returns the UPID.
+    pub async fn download_appliance(&self, node: &str, storage: &str, template: &str) -> Result<String, PveError> {
+        let form = [("storage", storage.to_string()), ("template", template.to_string())];
+        Ok(self.call(Method::POST, &format!("/nodes/{}/aplinfo", encode_segment(node)), &[], &form).await?.data)
+    }
+
+    /// `POST /nodes/{node}/storage/{storage}/download-url` with a checksum; returns the UPID.
+    pub async fn download_url(
+        &self,
+        node: &str,
+        storage: &str,
+        url: &str,
+        filename: &str,
+        checksum: &Checksum,
+    ) -> Result<String, PveError> {
+        let form = [
+            ("url", url.to_string()),
+            ("content", "vztmpl".to_string()),
+            ("filename", filename.to_string()),
+            ("checksum", checksum.hex.clone()),
+            ("checksum-algorithm", checksum.algorithm.clone()),
+            ("verify-certificates", "1".to_string()),
+        ];
+        let path = format!("/nodes/{}/storage/{}/download-url", encode_segment(node), encode_segment(storage));
+        Ok(self.call(Method::POST, &path, &[], &form).await?.data)
+    }
+
+    /// `GET /nodes/{node}/tasks/{upid}/status`, asked of the UPID's own node.
+    pub async fn task_status(&self, upid: &str) -> Result<TaskStatus, PveError> {
+        let node = upid_node(upid).unwrap_or("localhost");
+        let path = format!("/nodes/{}/tasks/{}/status", encode_segment(node), encode_segment(upid));
+        Ok(self.call(Method::GET, &path, &[], &[]).await?.data)
+    }
+
+    /// `GET /nodes/{node}/tasks/{upid}/log` from line `start` (0-based); returns lines and the total.
+    pub async fn task_log(&self, upid: &str, start: u64) -> Result<(Vec<TaskLogLine>, u64), PveError> {
+        let node = upid_node(upid).unwrap_or("localhost");
+        let path = format!("/nodes/{}/tasks/{}/log", encode_segment(node), encode_segment(upid));
+        let env: Envelope<Vec<TaskLogLine>> =
+            self.call(Method::GET, &path, &[("start", start.to_string()), ("limit", "500".into())], &[]).await?;
+        let total = env.total.unwrap_or(start + env.data.len() as u64);
+        Ok((env.data, total))
+    }
+
+    /// `GET /nodes/{node}/tasks?source=active&typefilter=download`: downloads running there now.
+    pub async fn active_downloads(&self, node: &str) -> Result<Vec<TaskListItem>, PveError> {
+        let query = [("source", "active".to_string()), ("typefilter", "download".to_string()), ("limit", "500".into())];
+        Ok(self.call(Method::GET, &format!("/nodes/{}/tasks", encode_segment(node)), &query, &[]).await?.data)
+    }
+
+    /// `DELETE /nodes/{node}/tasks/{upid}`: stop a task.
+    pub async fn stop_task(&self, upid: &str) -> Result<(), PveError> {
+        let node = upid_node(upid).unwrap_or("localhost");
+        let path = format!("/nodes/{}/tasks/{}", encode_segment(node), encode_segment(upid));
+        self.call::<serde_json::Value>(Method::DELETE, &path, &[], &[]).await.map(|_| ())
+    }
+}
+
+fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<rustls::Error>() {
+            return Some(r.clone());
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if let Some(r) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return Some(r.clone());
+            }
+        }
+        cause = c.source();
+    }
+    None
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// A little jitter without a RNG dependency: the clock's nanoseconds.
+fn rand_u16() -> u16 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| (d.subsec_nanos() >> 4) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upid_node_and_encoding() {
+        let upid = "UPID:pve2:0002F1A3:00A1B2C3:6853F0A1:download:alpine-3.22-default_20250617_amd64.tar.xz:a@pve!t:";
+        assert_eq!(upid_node(upid), Some("pve2"));
+        assert_eq!(upid_node("garbage"), None);
+        let enc = encode_segment(upid);
+        assert!(!enc.contains(':') && !enc.contains('!') && enc.contains("alpine-3.22-default_20250617_amd64.tar.xz"));
+        assert_eq!(encode_segment("local:vztmpl/a.tar"), "local%3Avztmpl%2Fa.tar");
+    }
+}

@@ -1,0 +1,101 @@
+//! TLS for the Proxmox client: pin the leaf certificate's SHA-256, trust a CA file, or (only when asked)
+//! accept anything. Handshake signatures are always verified.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::config::TlsMode;
+
+/// What the pinning verifier last saw, for an error message that shows the presented fingerprint.
+pub type SeenFingerprint = Arc<Mutex<Option<String>>>;
+
+/// Formats 32 bytes as `AA:BB:...`.
+pub fn format_fingerprint(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// Builds the rustls configuration for a TLS mode.
+pub fn client_config(mode: &TlsMode, seen: SeenFingerprint) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match mode {
+        TlsMode::CaFile { path, pem } => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        TlsMode::Fingerprint(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier { pin: Some(*pin), provider, seen }))
+            .with_no_client_auth(),
+        TlsMode::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier { pin: None, provider, seen }))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Pins the leaf certificate (or, without a pin, accepts any) and checks handshake signatures properly,
+/// so that holding the public certificate is not enough to impersonate the server.
+#[derive(Debug)]
+struct Verifier {
+    pin: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+    seen: SeenFingerprint,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(format_fingerprint(&digest));
+        }
+        match self.pin {
+            Some(pin) if pin != digest => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,150 @@
+//! The Proxmox client against the simulator over real HTTPS: TLS modes, auth errors, retries, failover,
+//! lenient decoding.
+
+mod common;
+
+use common::{ALPINE, TestSim, cluster_config, fast_options};
+use reqwest::Method;
+use serde_json::json;
+use vztmpld::config::TlsMode;
+use vztmpld::pve::{Client, PveError};
+
+#[tokio::test]
+async fn pinned_fingerprint_is_accepted_and_a_wrong_pin_refused() {
+    let sim = TestSim::start().await;
+    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    assert_eq!(client.version().await.unwrap()["version"], "9.1.4");
+
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.tls = TlsMode::Fingerprint([0xAB; 32]);
+    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let PveError::Tls { detail, .. } = &err else { panic!("expected a TLS error, got {err}") };
+    assert!(detail.contains(&sim.server.fingerprint), "shows what the server presented: {detail}");
+    assert!(detail.contains("does not match tls.fingerprint"), "{detail}");
+    assert!(!err.is_retryable());
+    assert_eq!(sim.stats().await["requests"]["GET /version"], 1, "the pinned-out request never reached the API");
+}
+
+#[tokio::test]
+async fn ca_file_and_insecure_modes() {
+    let sim = TestSim::start().await;
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.tls = TlsMode::CaFile { path: "sim.pem".into(), pem: sim.server.cert_pem.clone().into_bytes() };
+    assert!(Client::new(&cfg, fast_options()).unwrap().version().await.is_ok());
+
+    let other = vztmpld::sim::tls::SimIdentity::generate(&[]).unwrap();
+    cfg.tls = TlsMode::CaFile { path: "other.pem".into(), pem: other.cert_pem.into_bytes() };
+    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    assert!(matches!(err, PveError::Tls { .. }), "{err}");
+
+    cfg.tls = TlsMode::Insecure;
+    assert!(Client::new(&cfg, fast_options()).unwrap().version().await.is_ok());
+}
+
+#[tokio::test]
+async fn wrong_token_gives_a_clear_401() {
+    let sim = TestSim::start().await;
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.secret = vztmpld::config::Secret::new("zz-not-the-secret-zz".into());
+    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    let text = err.to_string();
+    assert!(text.starts_with("cluster lab: GET /version: HTTP 401:"), "{text}");
+    assert!(text.contains("'Authentication failed!'"), "the reason phrase is shown: {text}");
+    assert!(text.contains("check auth.token_id and the secret"), "{text}");
+    assert!(!text.contains("zz-not-the-secret"), "never the secret: {text}");
+}
+
+#[tokio::test]
+async fn errors_show_the_body_message_or_explain_the_status() {
+    let sim = TestSim::start().await;
+    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let err = client.download_appliance("pve1", "local", "nope_1_amd64.tar.xz").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cluster lab: POST /nodes/pve1/aplinfo: HTTP 400: Parameter verification failed. (template: no such template)"
+    );
+
+    let old = TestSim::with("quirks: {no_error_message: true}").await;
+    let client = Client::new(&cluster_config(&old.server, "old"), fast_options()).unwrap();
+    let err = client.templates_on("pve1", "nope").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("HTTP 500: 'storage 'nope' does not exist': the Proxmox handler failed"), "{text}");
+}
+
+#[tokio::test]
+async fn retries_proxy_errors_but_not_handler_errors() {
+    let sim = TestSim::start().await;
+    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    sim.control(Method::POST, "faults", Some(json!({"path": "/nodes/{node}/aplinfo", "status": 595, "count": 2})))
+        .await;
+    assert!(client.appliances("pve1").await.is_ok(), "two 595s, then success on the third try");
+    sim.control(Method::POST, "faults", Some(json!({"path": "/version", "status": 500, "count": 1}))).await;
+    let err = client.version().await.unwrap_err();
+    assert_eq!(err.status(), Some(500));
+    assert!(!err.is_retryable());
+    let stats = sim.stats().await;
+    assert_eq!(stats["requests"]["GET /nodes/{node}/aplinfo"], 3);
+    assert_eq!(stats["requests"]["GET /version"], 1);
+}
+
+#[tokio::test]
+async fn offline_node_is_retryable_595() {
+    let sim = TestSim::start().await;
+    sim.control(Method::POST, "nodes/pve3", Some(json!({"online": false}))).await;
+    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let err = client.appliances("pve3").await.unwrap_err();
+    assert_eq!(err.status(), Some(595));
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("/nodes/pve3/aplinfo"), "{err}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+}
+
+#[tokio::test]
+async fn fails_over_to_the_next_endpoint() {
+    let sim = TestSim::start().await;
+    // A port that was free a moment ago: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.endpoints.insert(0, reqwest::Url::parse(&format!("https://{dead}")).unwrap());
+    let client = Client::new(&cfg, fast_options()).unwrap();
+    assert!(client.version().await.is_ok());
+    assert!(client.version().await.is_ok(), "sticks to the endpoint that answered");
+
+    cfg.endpoints.remove(1);
+    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    assert!(matches!(err, PveError::Connect { .. }), "{err}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn decodes_numbers_sent_as_strings() {
+    let sim = TestSim::with(&format!(
+        "quirks: {{numbers_as_strings: true}}\ntemplates: [{{storage: shared, file: {ALPINE}}}]"
+    ))
+    .await;
+    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let storages = client.cluster_storages().await.unwrap();
+    assert!(storages.iter().any(|s| s.shared == Some(true) && s.maxdisk.is_some_and(|m| m > 0)));
+    let volumes = client.templates_on("pve2", "shared").await.unwrap();
+    assert_eq!(volumes[0].size, Some(1024 * 1024));
+}
+
+#[tokio::test]
+async fn task_calls_go_to_the_upids_node() {
+    let sim = TestSim::start().await;
+    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let upid = client.download_appliance("pve2", "local", ALPINE).await.unwrap();
+    let status = loop {
+        let s = client.task_status(&upid).await.unwrap();
+        if s.is_stopped() {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.succeeded(), "{status:?}");
+    let (lines, total) = client.task_log(&upid, 0).await.unwrap();
+    assert_eq!(lines.len() as u64, total);
+    assert_eq!(lines.last().unwrap().t, "TASK OK");
+    assert!(client.active_downloads("pve2").await.unwrap().is_empty());
+}
