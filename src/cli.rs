@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config;
+use crate::reconcile::{self, apply::Outcome, plan::ItemState};
+use crate::report;
 use crate::sim::{Scenario, SimServer};
 
 /// Keeps Proxmox VE container-template caches warm, declaratively, across whole clusters.
@@ -18,9 +21,36 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate a configuration offline (exit 0 when valid, 1 with the problems otherwise).
+    Check {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+    },
+    /// Observe the clusters and print what would be downloaded (exit 0: all cached, 2: downloads pending,
+    /// 1: something is blocked).
+    Plan {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Run one reconcile pass: download what is missing and follow it to the end (exit 0 when converged).
+    Apply {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Serve a simulated Proxmox VE cluster over HTTPS (for tests, benchmarks and demos).
     Sim {
         /// Address to listen on; port 0 picks a free port. Binds loopback unless told otherwise.
@@ -36,6 +66,66 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Sim { listen, scenario } => run_sim(listen, scenario).await,
+        Command::Check { config } => Ok(check(&config)),
+        Command::Plan { config, output } => plan_or_apply(&config, output, false).await,
+        Command::Apply { config, output } => plan_or_apply(&config, output, true).await,
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Option<config::Config> {
+    match config::load(path) {
+        Ok(c) => {
+            for w in &c.warnings {
+                tracing::warn!("{w}");
+            }
+            Some(c)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> i32 {
+    let Some(c) = load_config(path) else { return 1 };
+    println!(
+        "{}: OK ({} cluster(s), {} template(s), interval {})",
+        path.display(),
+        c.clusters.len(),
+        c.templates.len(),
+        humantime::format_duration(c.interval)
+    );
+    0
+}
+
+async fn plan_or_apply(path: &std::path::Path, output: Output, apply: bool) -> anyhow::Result<i32> {
+    let Some(cfg) = load_config(path) else { return Ok(1) };
+    let clients = reconcile::clients(&cfg, Default::default())?;
+    let observed = reconcile::observe_all(&cfg, &clients).await;
+    let plan = reconcile::plan::plan(&cfg, &observed);
+    if !apply {
+        print!("{}", render(&plan, None, output));
+        return Ok(if plan.has_downloads() {
+            2
+        } else if plan.has_blocked() {
+            1
+        } else {
+            0
+        });
+    }
+    reconcile::log_lookups(&plan);
+    let outcomes = reconcile::apply::apply(&cfg, &clients, &plan, None).await;
+    print!("{}", render(&plan, Some(&outcomes), output));
+    let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed { .. }));
+    let blocked = plan.items.iter().any(|i| matches!(i.state, ItemState::Blocked { .. }));
+    Ok(i32::from(failed || blocked))
+}
+
+fn render(plan: &reconcile::plan::Plan, outcomes: Option<&[Outcome]>, output: Output) -> String {
+    match output {
+        Output::Text => report::render_text(plan, outcomes),
+        Output::Json => report::render_json(plan, outcomes) + "\n",
     }
 }
 

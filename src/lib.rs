@@ -8,5 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod names;
 pub mod pve;
+pub mod reconcile;
+pub mod report;
 pub mod sim;
 pub mod template;
