@@ -114,7 +114,7 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                     Resolution::Download(d) => {
                         let before = out.downloads.len();
                         let via = d.node.clone();
-                        let download = out.add_download(d, &node.name);
+                        let download = out.add_download(*d, &node.name);
                         if out.downloads.len() > before {
                             *ctx.load.borrow_mut().entry(via).or_default() += 1;
                         }
@@ -156,7 +156,7 @@ impl Plan {
 
 enum Resolution {
     Cached(String),
-    Download(Download),
+    Download(Box<Download>),
     Blocked(String, bool),
 }
 
@@ -248,7 +248,7 @@ impl ClusterPlanner<'_> {
                 false,
             );
         };
-        Resolution::Download(Download {
+        Resolution::Download(Box::new(Download {
             cluster: self.obs.name.clone(),
             node: via,
             storage,
@@ -260,7 +260,7 @@ impl ClusterPlanner<'_> {
                 checksum: checksum.hex.clone(),
             },
             for_nodes: Vec::new(),
-        })
+        }))
     }
 
     fn resolve_appliance(&self, node: &NodeObservation, t: &TemplateConfig, spec: &TemplateSpec) -> Resolution {
@@ -329,15 +329,18 @@ impl ClusterPlanner<'_> {
             for_nodes: Vec::new(),
         };
         if let Some(via) = via {
-            return Resolution::Download(download(via, Source::Appliance { template: entry.template.clone() }));
+            return Resolution::Download(Box::new(download(
+                via,
+                Source::Appliance { template: entry.template.clone() },
+            )));
         }
         // This node's index is stale: fetch the fresh entry's file directly, if the token may.
         match (&entry.location, &entry.sha512) {
             (Some(location), Some(sha512)) if self.obs.permissions.may_download_url(&node.name) => {
-                Resolution::Download(download(
+                Resolution::Download(Box::new(download(
                     node.name.clone(),
                     Source::Url { url: location.clone(), algorithm: "sha512".into(), checksum: sha512.clone() },
-                ))
+                )))
             }
             _ => Resolution::Blocked(
                 format!(

@@ -220,3 +220,55 @@ pub fn fast_options() -> vztmpld::pve::ClientOptions {
         ..Default::default()
     }
 }
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("vztmpld-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes a config for the simulator (secret file beside it) and returns its path. `cluster_extra` is
+/// appended to the cluster entry (indented by 4), `rest` after it (templates: etc.).
+pub fn write_config(server: &SimServer, cluster_extra: &str, rest: &str) -> std::path::PathBuf {
+    let dir = temp_dir("cfg");
+    let secret = dir.join("lab.secret");
+    std::fs::write(&secret, &server.token_secret).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let extra: String = cluster_extra.lines().map(|l| format!("    {l}\n")).collect();
+    let text = format!(
+        "downloads:\n  poll_interval: 50ms\nclusters:\n  - name: lab\n    endpoints: [{}]\n    auth:\n      token_id: \"{}\"\n      secret_file: lab.secret\n    tls:\n      fingerprint: \"{}\"\n{extra}{rest}",
+        server.endpoint, server.token_id, server.fingerprint
+    );
+    let path = dir.join("vztmpld.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the real binary; returns exit code, stdout and stderr.
+pub fn vztmpld(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vztmpld")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary off the async runtime (tests are async because the simulator runs in-process).
+pub async fn vztmpld_async(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        vztmpld(&refs)
+    })
+    .await
+    .unwrap()
+}
