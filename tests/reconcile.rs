@@ -245,3 +245,24 @@ async fn check_validates_offline() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.yaml:1:1: clusters: at least one cluster is needed"), "{err}");
 }
+
+#[tokio::test]
+async fn a_download_past_its_deadline_is_stopped_on_proxmox() {
+    let sim = TestSim::with(&format!("download_faults: [{{template: {ALPINE}, kind: hang}}]")).await;
+    let cfg = write_config(&sim.server, "", "templates:\n  - template: alpine-3.22\n");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "downloads:\n  poll_interval: 50ms\n",
+        "downloads:\n  poll_interval: 50ms\n  timeout: 1s\n  min_rate: 1000000000000\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out, err) = run("apply", &cfg).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("did not finish within 1s and was stopped"), "{out}");
+    let mut statuses: Vec<String> = Vec::new();
+    for node in ["pve1", "pve2", "pve3"] {
+        let t = sim.get_query(&format!("/nodes/{node}/tasks"), &[("source", "all")]).await;
+        statuses.extend(t.data().as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(statuses, ["received interrupt"], "the task was stopped on Proxmox");
+    assert!(sim.volids("pve1", "shared").await.is_empty());
+}

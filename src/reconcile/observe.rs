@@ -264,17 +264,32 @@ fn needs_indexes(obs: &ClusterObservation, templates: &[TemplateConfig]) -> bool
     })
 }
 
-/// A volume matching `spec` on any active vztmpl storage `node` sees.
+/// The newest volume matching `spec` on any active vztmpl storage `node` sees (the first storage, by id, wins a tie).
 pub fn find_cached<'a>(obs: &'a ClusterObservation, node: &str, arch: &str, spec: &TemplateSpec) -> Option<&'a Volume> {
-    obs.storages
+    let mut best: Option<(&Volume, Option<TemplateName>)> = None;
+    let candidates = obs
+        .storages
         .values()
         .filter(|s| s.active_on(node))
         .filter_map(|s| s.volumes_for(node)?.as_ref().ok())
-        .flatten()
-        .find(|v| {
-            TemplateName::parse(&v.file).is_some_and(|n| spec.matches(&n, arch))
-                || spec.exact_file() == Some(v.file.as_str())
-        })
+        .flatten();
+    for v in candidates {
+        let name = TemplateName::parse(&v.file);
+        let matches =
+            spec.exact_file() == Some(v.file.as_str()) || name.as_ref().is_some_and(|n| spec.matches(n, arch));
+        if !matches {
+            continue;
+        }
+        let newer = match (&best, &name) {
+            (None, _) => true,
+            (Some((_, Some(b))), Some(n)) => crate::template::compare_recency(n, b).is_gt(),
+            _ => false,
+        };
+        if newer {
+            best = Some((v, name));
+        }
+    }
+    best.map(|(v, _)| v)
 }
 
 #[cfg(test)]

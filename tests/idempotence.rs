@@ -1,0 +1,134 @@
+//! Property: for random clusters (nodes, architectures, shared and local storages, fresh, stale and empty
+//! indexes, files already there), apply then plan leaves nothing to download, and everything the first
+//! plan meant to download is cached afterwards.
+
+mod common;
+
+use common::{TestSim, fast_options, write_config};
+use vztmpld::reconcile::{self, plan::ItemState};
+
+/// xorshift: deterministic, so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const SPECS: &[&str] = &[
+    "alpine",
+    "alpine-3.22",
+    "debian-12-standard",
+    "ubuntu-24.04",
+    "debian",
+    "archlinux-base",
+    "ubuntu-22.04-standard_22.04-1",
+    "proxmox-mail-gateway",
+];
+const PRESETS: &[&str] = &[
+    "alpine-3.22-default_20250617_amd64.tar.xz",
+    "debian-12-standard_12.2-1_amd64.tar.zst",
+    "ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+];
+
+fn scenario(rng: &mut Rng) -> (String, Vec<String>) {
+    let n = 1 + rng.below(4) as usize;
+    let nodes: Vec<String> = (1..=n).map(|i| format!("pve{i}")).collect();
+    let mut yaml = String::from("nodes:\n");
+    for name in &nodes {
+        let index = ["builtin", "builtin", "stale", "empty"][rng.below(4) as usize];
+        let arch = if rng.chance(15) { "aarch64" } else { "x86_64" };
+        yaml.push_str(&format!("  - {{name: {name}, arch: {arch}, index: {index}}}\n"));
+    }
+    yaml.push_str("storages:\n");
+    let local_vztmpl = rng.chance(80);
+    let content = if local_vztmpl { "[vztmpl, iso]" } else { "[iso]" };
+    yaml.push_str(&format!("  - {{id: local, content: {content}}}\n"));
+    let mut with_shared = Vec::new();
+    if rng.chance(60) {
+        let members: Vec<&String> = nodes.iter().filter(|_| rng.chance(75)).collect();
+        if !members.is_empty() {
+            let list: Vec<&str> = members.iter().map(|s| s.as_str()).collect();
+            yaml.push_str(&format!("  - {{id: nfs, type: nfs, content: [vztmpl], nodes: [{}]}}\n", list.join(", ")));
+            with_shared = list.iter().map(|s| s.to_string()).collect();
+        }
+    }
+    if rng.chance(30) {
+        yaml.push_str("  - {id: tank, type: dir, content: [vztmpl], total: 5000000000000}\n");
+    }
+    let mut presets = Vec::new();
+    for p in PRESETS {
+        if rng.chance(30) && !with_shared.is_empty() {
+            presets.push(format!("  - {{storage: nfs, file: {p}}}\n"));
+        } else if rng.chance(30) && local_vztmpl {
+            let node = &nodes[rng.below(nodes.len() as u64) as usize];
+            presets.push(format!("  - {{storage: local, node: {node}, file: {p}}}\n"));
+        }
+    }
+    if !presets.is_empty() {
+        yaml.push_str("templates:\n");
+        presets.iter().for_each(|p| yaml.push_str(p));
+    }
+    let specs: Vec<String> = SPECS.iter().filter(|_| rng.chance(40)).map(|s| s.to_string()).collect();
+    let specs = if specs.is_empty() { vec!["alpine".to_string()] } else { specs };
+    (yaml, specs)
+}
+
+#[tokio::test]
+async fn apply_then_plan_is_empty_for_random_clusters() {
+    for seed in 1..=24u64 {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed * 0x1000_0001));
+        let (yaml, specs) = scenario(&mut rng);
+        let latest = rng.chance(50);
+        let sim = TestSim::with(&yaml).await;
+        let mut templates = String::from("templates:\n");
+        for s in &specs {
+            templates.push_str(&format!("  - template: {s}\n"));
+            if latest && s.contains('-') {
+                templates.push_str("    policy: latest\n");
+            }
+        }
+        let path = write_config(&sim.server, "", &templates);
+        let config = vztmpld::config::load(&path).unwrap();
+        let clients = reconcile::clients(&config, fast_options()).unwrap();
+
+        let first = reconcile::plan::plan(&config, &reconcile::observe_all(&config, &clients).await);
+        let outcomes = reconcile::apply::apply(&config, &clients, &first, None).await;
+        let failed: Vec<_> =
+            outcomes.iter().filter(|o| matches!(o, reconcile::apply::Outcome::Failed { .. })).collect();
+        assert!(failed.is_empty(), "seed {seed}: {failed:?}\nscenario:\n{yaml}\n{templates}");
+
+        let second = reconcile::plan::plan(&config, &reconcile::observe_all(&config, &clients).await);
+        assert!(
+            second.downloads.is_empty(),
+            "seed {seed}: still to download {:?}\nscenario:\n{yaml}\n{templates}",
+            second.downloads
+        );
+        for (a, b) in first.items.iter().zip(&second.items) {
+            assert_eq!((&a.node, &a.template), (&b.node, &b.template));
+            if matches!(a.state, ItemState::Download { .. }) {
+                assert!(
+                    matches!(b.state, ItemState::Cached { .. }),
+                    "seed {seed}: {a:?} became {b:?}\nscenario:\n{yaml}\n{templates}"
+                );
+            }
+            // Cached stays cached (a newer matching file fetched for another spec may now be the one shown).
+            if matches!(a.state, ItemState::Cached { .. }) {
+                assert!(matches!(b.state, ItemState::Cached { .. }), "seed {seed}: {a:?} became {b:?}");
+            }
+        }
+        let stats = sim.stats().await;
+        assert_eq!(stats["downloads_started"].as_u64().unwrap(), first.downloads.len() as u64, "seed {seed}");
+        sim.server.shutdown().await;
+    }
+}
