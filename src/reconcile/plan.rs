@@ -600,7 +600,7 @@ mod tests {
             &["a"],
             vec![storage("local", false, &["a"], 10 * 1024 * 1024, &[]), storage("big", false, &["a"], 10 * GB, &[])],
         );
-        let p = plan(&config(StorageSelector::Auto, &["alpine-3.22"]), &[obs.clone()]);
+        let p = plan(&config(StorageSelector::Auto, &["alpine-3.22"]), std::slice::from_ref(&obs));
         assert_eq!(p.downloads[0].storage, "big");
         let p = plan(&config(StorageSelector::Named("local".into()), &["alpine-3.22"]), &[obs]);
         assert!(matches!(&p.items[0].state, ItemState::Blocked { reason, .. } if reason.contains("no room")), "{p:?}");
