@@ -115,11 +115,41 @@ async fn plan_or_apply(path: &std::path::Path, output: Output, apply: bool) -> a
         });
     }
     reconcile::log_lookups(&plan);
-    let outcomes = reconcile::apply::apply(&cfg, &clients, &plan, None).await;
+    let bars =
+        (output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| progress_bars(&plan));
+    let sink = bars.as_ref().map(|(_, sink)| sink.clone());
+    let outcomes = reconcile::apply::apply(&cfg, &clients, &plan, sink).await;
+    if let Some((multi, _)) = bars {
+        let _ = multi.clear();
+    }
     print!("{}", render(&plan, Some(&outcomes), output));
     let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed { .. }));
     let blocked = plan.items.iter().any(|i| matches!(i.state, ItemState::Blocked { .. }));
     Ok(i32::from(failed || blocked))
+}
+
+/// One bar per download, fed from the task logs' wget progress.
+fn progress_bars(plan: &reconcile::plan::Plan) -> (indicatif::MultiProgress, reconcile::apply::ProgressSink) {
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>40} [{bar:30}] {pos:>3}%")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bars: Vec<indicatif::ProgressBar> = plan
+        .downloads
+        .iter()
+        .map(|d| {
+            let bar = multi.add(indicatif::ProgressBar::new(100));
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{} → {}/{}", d.file, d.node, d.storage));
+            bar
+        })
+        .collect();
+    let sink: reconcile::apply::ProgressSink = std::sync::Arc::new(move |p: reconcile::apply::Progress| {
+        if let (Some(bar), Some(pct)) = (bars.get(p.download), p.percent) {
+            bar.set_position(u64::from(pct));
+        }
+    });
+    (multi, sink)
 }
 
 fn render(plan: &reconcile::plan::Plan, outcomes: Option<&[Outcome]>, output: Output) -> String {

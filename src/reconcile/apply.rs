@@ -122,6 +122,9 @@ async fn run_download(
     };
     match follow(client, index, &upid, settings, progress).await {
         Ok(bytes) => {
+            if let Some(sink) = progress {
+                sink(Progress { download: index, upid: upid.clone(), bytes_total: bytes, percent: Some(100) });
+            }
             if let Err(e) = confirm_visible(client, d).await {
                 tracing::warn!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, %upid, error = %e, "download failed");
                 return Outcome::Failed { upid: Some(upid), error: e, retryable: true };
