@@ -17,8 +17,18 @@ pub struct Cli {
     /// Log level (overridden by RUST_LOG).
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
+    /// Log format: human-readable text, or one JSON object per line for shipping.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How results are printed.
@@ -51,6 +61,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Run the daemon: reconcile on an interval, hot-reload the config, serve status and metrics.
+    Run {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        /// Status server address (default: server.listen from the config, else 127.0.0.1:9811).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Show a running daemon's status: nodes × templates.
+    Status {
+        #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
+        addr: String,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Start the built-in simulated cluster and the daemon against it (examples/demo.yaml). Ctrl-C stops both.
+    Demo {
+        /// Status server address.
+        #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
     /// Serve a simulated Proxmox VE cluster over HTTPS (for tests, benchmarks and demos).
     Sim {
         /// Address to listen on; port 0 picks a free port. Binds loopback unless told otherwise.
@@ -67,8 +98,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Sim { listen, scenario } => run_sim(listen, scenario).await,
         Command::Check { config } => Ok(check(&config)),
+        Command::Run { config, listen } => run_daemon(config, listen).await,
+        Command::Status { addr, output } => crate::status_cmd::run(&addr, output == Output::Json).await,
+        Command::Demo { listen } => crate::demo::run(listen).await,
         Command::Plan { config, output } => plan_or_apply(&config, output, false).await,
         Command::Apply { config, output } => plan_or_apply(&config, output, true).await,
+    }
+}
+
+async fn run_daemon(config: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<i32> {
+    let opts = crate::daemon::DaemonOptions { config_path: config, listen, client_options: Default::default() };
+    match crate::daemon::run(opts).await {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(1)
+        }
     }
 }
 

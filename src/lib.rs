@@ -6,9 +6,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod metrics;
 pub mod names;
 pub mod pve;
 pub mod reconcile;
 pub mod report;
+pub mod server;
 pub mod sim;
+pub mod status;
+pub mod status_cmd;
 pub mod template;

@@ -66,8 +66,12 @@ impl Default for ClientOptions {
     }
 }
 
+/// Called with each answer's status code (or `error` when none came), for metrics.
+pub type AnswerObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A client for one cluster.
 pub struct Client {
+    observer: std::sync::OnceLock<AnswerObserver>,
     cluster: String,
     endpoints: Vec<reqwest::Url>,
     http: reqwest::Client,
@@ -111,6 +115,7 @@ impl Client {
             .map_err(|_| tls_error("the token id or secret holds characters not allowed in a header".into()))?;
         auth.set_sensitive(true);
         Ok(Self {
+            observer: std::sync::OnceLock::new(),
             cluster: cfg.name.clone(),
             endpoints: cfg.endpoints.clone(),
             http,
@@ -121,6 +126,17 @@ impl Client {
             pinned: matches!(cfg.tls, TlsMode::Fingerprint(_)),
             options,
         })
+    }
+
+    /// Installs the answer observer (once).
+    pub fn set_observer(&self, observer: AnswerObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, code: &str) {
+        if let Some(o) = self.observer.get() {
+            o(code);
+        }
     }
 
     /// The cluster's configured name.
@@ -188,8 +204,12 @@ impl Client {
         if !form.is_empty() {
             request = request.form(form);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(endpoint, method, path, &e))?;
+        let response = request.send().await.map_err(|e| {
+            self.observe("error");
+            self.transport_error(endpoint, method, path, &e)
+        })?;
         let status = response.status().as_u16();
+        self.observe(&status.to_string());
         let reason = response
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()

@@ -7,5 +7,5 @@ pub mod error;
 pub mod tls;
 pub mod types;
 
-pub use client::{Client, ClientOptions, encode_segment, upid_node};
+pub use client::{AnswerObserver, Client, ClientOptions, encode_segment, upid_node};
 pub use error::PveError;

@@ -97,6 +97,9 @@ async fn run_download(
     };
     let (upid, adopted) = match running {
         Some(task) => {
+            if let Some(sink) = progress {
+                sink(Progress { download: index, upid: task.upid.clone(), bytes_total: None, percent: Some(0) });
+            }
             tracing::info!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, upid = %task.upid, "download adopted (already running)");
             (task.upid, true)
         }
@@ -110,6 +113,9 @@ async fn run_download(
             };
             match started {
                 Ok(upid) => {
+                    if let Some(sink) = progress {
+                        sink(Progress { download: index, upid: upid.clone(), bytes_total: None, percent: Some(0) });
+                    }
                     tracing::info!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, %upid, "download started");
                     (upid, false)
                 }

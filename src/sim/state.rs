@@ -132,6 +132,7 @@ pub struct World {
     default_size: u64,
     keep_index_checksums: bool,
     digest_cache: HashMap<(String, u64, bool), Arc<Digests>>,
+    index_digest_cache: HashMap<(String, u64), (String, String)>,
     boot_epoch: u64,
     next_pid: u32,
 }
@@ -158,6 +159,7 @@ impl World {
             default_size: scenario.default_template_size,
             keep_index_checksums: scenario.keep_index_checksums,
             digest_cache: HashMap::new(),
+            index_digest_cache: HashMap::new(),
             boot_epoch: now.saturating_sub(86_400 * 3),
             next_pid: 0x0002_F1A3,
         };
@@ -203,9 +205,14 @@ impl World {
             }
             if !self.keep_index_checksums {
                 let template = entry["template"].clone();
-                let digests = self.digests(&template, self.size_of(&template), false);
-                entry.insert("md5sum".into(), digests.md5.clone());
-                entry.insert("sha512sum".into(), digests.sha512.clone());
+                let size = self.size_of(&template);
+                let (md5, sha512) = self
+                    .index_digest_cache
+                    .entry((template.clone(), size))
+                    .or_insert_with(|| Digests::index_pair(&template, size))
+                    .clone();
+                entry.insert("md5sum".into(), md5);
+                entry.insert("sha512sum".into(), sha512);
             }
         }
         Ok(entries)
