@@ -160,21 +160,8 @@ async fn follow(
     let mut last_log: Option<String> = None;
     let mut transient_errors = 0u32;
     loop {
-        match client.task_status(upid).await {
-            Ok(status) if status.is_stopped() => {
-                return if status.succeeded() {
-                    Ok(total)
-                } else {
-                    let exit = status.exitstatus.unwrap_or_else(|| "unexpected status".into());
-                    // A checksum mismatch or a refused overwrite will not fix itself on the next pass unchanged.
-                    let retryable = !exit.contains("checksum mismatch") && !exit.contains("refusing to override");
-                    Err((format!("task {upid} failed: {exit}"), retryable))
-                };
-            }
-            Ok(_) => transient_errors = 0,
-            Err(e) if e.is_retryable() && transient_errors < 10 => transient_errors += 1,
-            Err(e) => return Err((format!("lost track of task {upid}: {e}"), e.is_retryable())),
-        }
+        let status = client.task_status(upid).await;
+        // Read the log before acting on a stop: a short task ends before its first log read.
         if let Ok((lines, new_total)) = client.task_log(upid, log_offset).await {
             log_offset = new_total.max(log_offset);
             for line in &lines {
@@ -193,6 +180,21 @@ async fn follow(
                 }
                 last_log = Some(line.t.clone());
             }
+        }
+        match status {
+            Ok(status) if status.is_stopped() => {
+                return if status.succeeded() {
+                    Ok(total)
+                } else {
+                    let exit = status.exitstatus.unwrap_or_else(|| "unexpected status".into());
+                    // A checksum mismatch or a refused overwrite will not fix itself on the next pass unchanged.
+                    let retryable = !exit.contains("checksum mismatch") && !exit.contains("refusing to override");
+                    Err((format!("task {upid} failed: {exit}"), retryable))
+                };
+            }
+            Ok(_) => transient_errors = 0,
+            Err(e) if e.is_retryable() && transient_errors < 10 => transient_errors += 1,
+            Err(e) => return Err((format!("lost track of task {upid}: {e}"), e.is_retryable())),
         }
         let deadline = settings.deadline_for(total);
         if started.elapsed() > deadline {

@@ -272,3 +272,103 @@ pub async fn vztmpld_async(args: Vec<String>) -> (i32, String, String) {
     .await
     .unwrap()
 }
+
+/// A `vztmpld run` child process with its status address. Killed when dropped.
+pub struct Daemon {
+    pub log_path: std::path::PathBuf,
+    pub child: std::process::Child,
+    pub addr: String,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Daemon {
+    /// Starts the daemon on a config file and waits until its status server answers.
+    pub async fn start(config: &std::path::Path) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = config.with_extension("log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vztmpld"))
+            .args(["run", "-c"])
+            .arg(config)
+            .args(["--listen", &addr, "--log-level", "debug"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+        let d = Self { log_path: log, child, addr, http };
+        d.wait_for("the status server", |d| async move { d.get("/healthz").await.is_some() }).await;
+        d
+    }
+
+    /// GET on the status server; `None` when it does not answer 2xx.
+    pub async fn get(&self, path: &str) -> Option<String> {
+        let r = self.http.get(format!("http://{}{path}", self.addr)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.text().await.ok()
+    }
+
+    pub async fn status(&self) -> Value {
+        serde_json::from_str(&self.get("/api/v1/status").await.unwrap_or_default()).unwrap_or(Value::Null)
+    }
+
+    /// A template's state on a node (`cached`, `downloading`, ...).
+    pub async fn state(&self, node: &str, template: &str) -> String {
+        let s = self.status().await;
+        for c in s["clusters"].as_array().into_iter().flatten() {
+            for n in c["nodes"].as_array().into_iter().flatten() {
+                if n["name"] == node {
+                    for t in n["templates"].as_array().into_iter().flatten() {
+                        if t["template"] == template {
+                            return t["state"].as_str().unwrap_or_default().to_string();
+                        }
+                    }
+                }
+            }
+        }
+        String::new()
+    }
+
+    /// Polls `check` every 50 ms for up to 20 s.
+    pub async fn wait_for<'a, F, Fut>(&'a self, what: &str, check: F) -> Duration
+    where
+        F: Fn(&'a Self) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if check(self).await {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}

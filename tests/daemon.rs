@@ -1,0 +1,192 @@
+//! `vztmpld run` as a real process against the simulator: hot reload (rename, in-place, symlink swap),
+//! rejected edits, SIGHUP, SIGTERM during a download and adoption after restart, a node going offline,
+//! and `/metrics` parsed as Prometheus text.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ALPINE, Daemon, TestSim, write_config};
+use reqwest::Method;
+use serde_json::json;
+
+const ONE: &str = "interval: 1h\ntemplates:\n  - template: alpine-3.22\n";
+const TWO: &str = "interval: 1h\ntemplates:\n  - template: alpine-3.22\n  - template: debian-13-standard\n";
+const THREE: &str = "interval: 1h\ntemplates:\n  - template: alpine-3.22\n  - template: debian-13-standard\n  - template: ubuntu-24.04\n";
+
+/// The config text for a set of templates, keeping the cluster part of an existing file.
+fn with_templates(config: &std::path::Path, templates: &str) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let cut = text.find("\ninterval:").unwrap();
+    format!("{}\n{templates}", &text[..cut])
+}
+
+async fn all_cached(d: &Daemon, template: &str) -> bool {
+    for node in ["pve1", "pve2", "pve3"] {
+        if d.state(node, template).await != "cached" {
+            return false;
+        }
+    }
+    true
+}
+
+async fn metrics(d: &Daemon) -> prometheus_parse::Scrape {
+    let text = d.get("/metrics").await.expect("/metrics answers");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("/metrics parses as Prometheus text")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
+        |s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        },
+    )
+}
+
+#[tokio::test]
+async fn edits_by_rename_and_in_place_write_take_effect_and_bad_edits_are_rejected() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the first pass", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+    assert_eq!(d.get("/readyz").await.as_deref(), Some("ready\n"));
+
+    // An editor's save: write a temporary file, rename it over the config.
+    let tmp = cfg.with_file_name(".vztmpld.yaml.swp");
+    std::fs::write(&tmp, with_templates(&cfg, TWO)).unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    let took = d.wait_for("the renamed config", |d| async move { all_cached(d, "debian-13-standard").await }).await;
+    eprintln!("atomic rename → downloaded in {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // `sed -i`-style in-place rewrite of the same inode.
+    std::fs::write(&cfg, with_templates(&cfg, THREE)).unwrap();
+    let took = d.wait_for("the rewritten config", |d| async move { all_cached(d, "ubuntu-24.04").await }).await;
+    eprintln!("in-place write → downloaded in {took:?}");
+    assert_eq!(d.status().await["config"]["generation"], 3);
+
+    // An invalid edit: logged, counted, and the running config stays.
+    std::fs::write(&cfg, with_templates(&cfg, "interval: soon\ntemplates: []\n")).unwrap();
+    d.wait_for("the rejected reload", |d| async move {
+        value(&metrics(d).await, "vztmpld_config_reloads_total", &[("outcome", "failure")]) == Some(1.0)
+    })
+    .await;
+    let status = d.status().await;
+    assert_eq!(status["config"]["generation"], 3);
+    let error = status["config"]["last_reload_error"].as_str().unwrap();
+    assert!(error.contains("vztmpld.yaml:") && error.contains("'soon' is not a duration"), "{error}");
+    assert!(d.log().contains("configuration rejected, keeping the running one"));
+    let m = metrics(&d).await;
+    assert_eq!(value(&m, "vztmpld_config_generation", &[]), Some(3.0));
+    assert_eq!(value(&m, "vztmpld_config_reloads_total", &[("outcome", "success")]), Some(2.0));
+    assert!(d.get("/healthz").await.is_some(), "still running");
+
+    // SIGHUP re-reads (here: the fixed file) even without a file event.
+    std::fs::write(&cfg, with_templates(&cfg, THREE)).unwrap();
+    d.signal("HUP");
+    d.wait_for("the SIGHUP reload", |d| async move { d.status().await["config"]["generation"] == 4 }).await;
+    assert_eq!(sim.stats().await["downloads_started"], 3, "one download per spec, to the shared storage");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    let sim = TestSim::start().await;
+    let base = write_config(&sim.server, "", ONE);
+    let dir = base.parent().unwrap().to_path_buf();
+    // Kubernetes: config.yaml -> ..data/config.yaml, ..data -> ..v1; an update swaps ..data atomically.
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/config.yaml"), std::fs::read_to_string(&base).unwrap()).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/config.yaml", dir.join("config.yaml")).unwrap();
+    let cfg = dir.join("config.yaml");
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the first pass", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/config.yaml"), with_templates(&base, TWO)).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let took = d.wait_for("the swapped config", |d| async move { all_cached(d, "debian-13-standard").await }).await;
+    eprintln!("symlink swap → downloaded in {took:?}");
+    assert_eq!(d.status().await["config"]["generation"], 2);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_download_exits_quickly_and_a_restart_adopts_the_task() {
+    // 1 MiB at 200 kB/s: about five seconds of download.
+    let sim = TestSim::with("bandwidth: 200000").await;
+    let cfg = write_config(&sim.server, "nodes: [pve1]\n", ONE);
+    let mut d = Daemon::start(&cfg).await;
+    d.wait_for("a running download", |d| async move { d.state("pve1", "alpine-3.22").await == "downloading" }).await;
+    d.signal("TERM");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "exit within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit 0: {status:?}\n{}", d.log());
+    eprintln!("SIGTERM → exit in {:?}", start.elapsed());
+    drop(d);
+
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the adopted download", |d| async move { d.state("pve1", "alpine-3.22").await == "cached" }).await;
+    assert!(d.log().contains("download adopted"), "{}", d.log());
+    let stats = sim.stats().await;
+    assert_eq!(stats["downloads_started"], 1, "one download, not two: {stats}");
+    assert_eq!(sim.volids("pve1", "shared").await, [format!("shared:vztmpl/{ALPINE}")]);
+}
+
+#[tokio::test]
+async fn an_offline_node_degrades_only_itself_and_converges_when_back() {
+    let sim = TestSim::with("storages: [{id: local, content: [vztmpl]}]").await;
+    sim.control(Method::POST, "nodes/pve2", Some(json!({"online": false}))).await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the first pass", |d| async move { d.status().await["ready"] == true }).await;
+    let status = d.status().await;
+    let nodes = status["clusters"][0]["nodes"].as_array().unwrap().clone();
+    let cond = |name: &str, kind: &str| {
+        let n = nodes.iter().find(|n| n["name"] == name).unwrap();
+        n["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap()["status"].clone()
+    };
+    assert_eq!(cond("pve2", "Degraded"), "True");
+    assert_eq!(cond("pve1", "Degraded"), "False");
+    assert_eq!(cond("pve3", "Ready"), "True");
+    let pve2 = nodes.iter().find(|n| n["name"] == "pve2").unwrap();
+    assert_eq!(pve2["templates"][0]["state"], "blocked");
+    assert!(pve2["templates"][0]["error"].as_str().unwrap().contains("offline"));
+    assert!(pve2["next_retry"].is_string(), "a retry is scheduled: {pve2}");
+    let m = metrics(&d).await;
+    assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve2"), ("state", "blocked")]), Some(1.0));
+    assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve1"), ("state", "cached")]), Some(1.0));
+
+    sim.control(Method::POST, "nodes/pve2", Some(json!({"online": true}))).await;
+    let r = d.http.post(format!("http://{}/api/v1/reconcile", d.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    d.wait_for("pve2 to converge", |d| async move { d.state("pve2", "alpine-3.22").await == "cached" }).await;
+    let m = metrics(&d).await;
+    assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve2"), ("state", "cached")]), Some(1.0));
+    assert!(value(&m, "vztmpld_reconcile_total", &[("outcome", "converged")]).unwrap_or(0.0) >= 1.0);
+    assert!(value(&m, "vztmpld_cache_lookups_total", &[("result", "hit")]).unwrap_or(0.0) >= 2.0);
+    assert!(value(&m, "vztmpld_api_requests_total", &[("cluster", "lab"), ("code", "200")]).unwrap_or(0.0) > 0.0);
+}
+
+#[tokio::test]
+async fn status_command_renders_the_table() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the first pass", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+    let (code, out, err) = common::vztmpld_async(vec!["status".into(), "--addr".into(), d.addr.clone()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("NODE") && out.contains("alpine-3.22") && out.contains("lab/pve2  ✓"), "{out}");
+}
