@@ -336,6 +336,15 @@ fn start_pass(active: &Active, shared: &Arc<Shared>, trigger: String) -> JoinHan
     shared.update(|s| {
         s.pass_running = true;
         s.reconcile_requested_at = None;
+        let now = timestamp(started_at);
+        status::set_condition(
+            &mut s.conditions,
+            "Reconciling",
+            true,
+            "PassRunning",
+            format!("trigger {trigger}"),
+            &now,
+        );
         s.last_pass = Some(PassStatus {
             trigger: trigger.clone(),
             started_at: timestamp(started_at),
@@ -459,7 +468,8 @@ fn finish_pass(
         if failing {
             let n = failures.entry(key.clone()).or_default();
             *n += 1;
-            let delay = (RETRY_BASE * (1u32 << (*n - 1).min(10))).min(interval);
+            // Up to +20% jitter, so nodes (and daemons) that failed together do not retry in lockstep.
+            let delay = (RETRY_BASE * (1u32 << (*n - 1).min(10))).mul_f64(1.0 + jitter_fraction() * 0.2).min(interval);
             retry = Some(retry.map_or(delay, |r| r.min(delay)));
             next_retry.insert(key, timestamp(now + delay));
         } else {
@@ -533,10 +543,15 @@ fn finish_pass(
     retry
 }
 
+/// A number in [0, 1) from the clock: jitter needs spread, not cryptographic randomness.
+fn jitter_fraction() -> f64 {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
 /// The next pass: the interval with up to 5% jitter, or a node's retry when that comes first.
 fn schedule(interval: Duration, retry: Option<Duration>) -> (Instant, String) {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let jitter = interval.mul_f64(f64::from(nanos % 1000) / 1000.0 * 0.05);
+    let jitter = interval.mul_f64(jitter_fraction() * 0.05);
     let regular = interval + jitter;
     match retry {
         Some(r) if r < regular => (Instant::now() + r, "retry".into()),
