@@ -42,6 +42,8 @@ pub async fn apply(
 ) -> Vec<Outcome> {
     let mut cluster_limits: HashMap<&str, Arc<Semaphore>> = HashMap::new();
     let mut node_limits: HashMap<(String, String), Arc<Semaphore>> = HashMap::new();
+    // Each node's running downloads are listed once per apply, however many downloads it runs.
+    let mut active: HashMap<(String, String), Arc<ActiveList>> = HashMap::new();
     for c in &config.clusters {
         cluster_limits.insert(&c.name, Arc::new(Semaphore::new(c.max_parallel_downloads.max(1))));
     }
@@ -53,6 +55,7 @@ pub async fn apply(
             .entry((d.cluster.clone(), d.node.clone()))
             .or_insert_with(|| Arc::new(Semaphore::new(per_node(&d.cluster).max(1))))
             .clone();
+        let running = active.entry((d.cluster.clone(), d.node.clone())).or_default().clone();
         let client = clients.get(&d.cluster).cloned();
         let progress = progress.clone();
         let settings = config.downloads.clone();
@@ -69,14 +72,18 @@ pub async fn apply(
                 None => None,
             };
             let _n = node_limit.acquire().await.ok();
-            run_download(&client, i, d, &settings, progress.as_ref()).await
+            run_download(&client, &running, i, d, &settings, progress.as_ref()).await
         }
     });
     join_all(jobs).await
 }
 
+/// A node's running downloads, listed at most once per apply.
+type ActiveList = tokio::sync::OnceCell<Result<Vec<crate::pve::types::TaskListItem>, PveError>>;
+
 async fn run_download(
     client: &Client,
+    active: &ActiveList,
     index: usize,
     d: &Download,
     settings: &DownloadSettings,
@@ -89,11 +96,12 @@ async fn run_download(
         retryable: e.is_retryable(),
     };
     // A download of the same file already running on that node (say, from a run that was killed) is adopted.
-    let running = match client.active_downloads(&d.node).await {
-        Ok(list) => {
-            list.into_iter().find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"))
-        }
-        Err(e) => return fail(None, &e),
+    let running = match active.get_or_init(|| client.active_downloads(&d.node)).await {
+        Ok(list) => list
+            .iter()
+            .find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"))
+            .cloned(),
+        Err(e) => return fail(None, e),
     };
     let (upid, adopted) = match running {
         Some(task) => {
