@@ -220,14 +220,10 @@ impl ClusterPlanner<'_> {
         if let Some(volid) = self.has_file(&node.name, filename) {
             return Resolution::Cached(volid);
         }
-        let storage = match self.target_storage(node, t) {
-            Ok(s) => s,
+        let (storage, shared) = match self.writable_target(node, t) {
+            Ok(target) => target,
             Err(r) => return r,
         };
-        if let Some(r) = self.missing_allocate(&storage) {
-            return r;
-        }
-        let shared = self.is_shared(&storage);
         let perms = &self.obs.permissions;
         let via = if shared {
             self.least_loaded(
@@ -298,14 +294,10 @@ impl ClusterPlanner<'_> {
             };
             return Resolution::Blocked(reason, unknown);
         };
-        let storage = match self.target_storage(node, t) {
-            Ok(s) => s,
+        let (storage, shared) = match self.writable_target(node, t) {
+            Ok(target) => target,
             Err(r) => return r,
         };
-        if let Some(r) = self.missing_allocate(&storage) {
-            return r;
-        }
-        let shared = self.is_shared(&storage);
         let in_index = |n: &str| {
             self.obs
                 .indexes
@@ -395,6 +387,16 @@ impl ClusterPlanner<'_> {
             }
         }
         nodes
+    }
+
+    /// The target storage for a miss, checked for the privilege to write templates there; and whether it is shared.
+    fn writable_target(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<(String, bool), Resolution> {
+        let storage = self.target_storage(node, t)?;
+        if let Some(r) = self.missing_allocate(&storage) {
+            return Err(r);
+        }
+        let shared = self.is_shared(&storage);
+        Ok((storage, shared))
     }
 
     fn missing_allocate(&self, storage: &str) -> Option<Resolution> {
