@@ -1,10 +1,11 @@
 //! How many Proxmox API calls, and how much time, one reconcile pass costs on a converged cluster.
 //! Run: `cargo bench --bench observe`. Prints figures; asserts nothing (machines here are shared and noisy).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark that cannot set up fails, loudly.
 
 use std::time::{Duration, Instant};
 
-use vztmpld::reconcile;
-use vztmpld::sim::{Scenario, SimServer};
+use pve_sim::{Scenario, SimServer};
+use vztmpld::reconcile::{self, Fleet};
 
 fn scenario(nodes: usize, shared: bool) -> Scenario {
     let mut yaml = String::from("nodes:\n");
@@ -53,15 +54,14 @@ async fn main() {
         let server = SimServer::start(scenario(nodes, shared), dir.clone(), "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("sim");
-        let tls = vztmpld::sim::tls::client_config_trusting(&server.cert_der).expect("tls");
+        let tls = pve_sim::tls::client_config_trusting(&server.cert_der).expect("tls");
         let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client");
         let cfg = config(&server, &dir);
-        let clients = reconcile::clients(&cfg, Default::default()).expect("clients");
+        let fleet = Fleet::new(cfg, Default::default()).expect("clients");
 
         let before = requests(&server, &http).await;
-        let observed = reconcile::observe_all(&cfg, &clients).await;
-        let plan = reconcile::plan::plan(&cfg, &observed);
-        let _ = reconcile::apply::apply(&cfg, &clients, &plan, None).await;
+        let plan = fleet.plan().await;
+        let _ = reconcile::apply::apply(&fleet, &plan, None).await;
         let apply_calls = requests(&server, &http).await - before;
 
         // Converged: each further pass only observes. Average a few.
@@ -69,8 +69,7 @@ async fn main() {
         let before = requests(&server, &http).await;
         let started = Instant::now();
         for _ in 0..rounds {
-            let observed = reconcile::observe_all(&cfg, &clients).await;
-            let plan = reconcile::plan::plan(&cfg, &observed);
+            let plan = fleet.plan().await;
             assert!(plan.downloads.is_empty(), "converged");
         }
         let elapsed = started.elapsed() / rounds;

@@ -1,20 +1,20 @@
 //! vztmpld keeps Proxmox VE container-template caches warm, declaratively, across whole clusters.
 //!
-//! Modules:
-//! - [`sim`]: a Proxmox VE API simulator (`vztmpld sim`), the world every test runs against.
-//! - [`cli`]: the command line (clap) and the commands it dispatches to.
+//! The library is the whole product; the binary (`src/main.rs`) is a thin edge over [`cli`].
+//!
+//! - [`config`]: the desired state, validated with `file:line:col` for every problem.
+//! - [`pve`]: the Proxmox VE client — the only code that talks HTTP to Proxmox.
+//! - [`reconcile`]: one pass — observe, plan (pure), apply.
+//! - [`daemon`]: the reconciling daemon, with injected edges (listener, control stream).
+//! - [`cli`]: the command line and the exit statuses.
+//! - [`template`], [`names`]: template file names and specs; Proxmox's identifier formats.
+//!
+//! The Proxmox VE simulator every test runs against is the `pve-sim` workspace crate.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod demo;
-pub mod metrics;
 pub mod names;
 pub mod pve;
 pub mod reconcile;
-pub mod report;
-pub mod server;
-pub mod sim;
-pub mod status;
-pub mod status_cmd;
 pub mod template;

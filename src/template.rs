@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn every_real_name_parses_without_panic_and_modern_ones_classify() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/template-names.txt");
+        let Some(path) = pve_sim::testing::fixture("template-names.txt") else { return };
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut count = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -1,5 +1,6 @@
 //! The Proxmox client against the simulator over real HTTPS: TLS modes, auth errors, retries, failover,
 //! lenient decoding.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
 
@@ -32,7 +33,7 @@ async fn ca_file_and_insecure_modes() {
     cfg.tls = TlsMode::CaFile { path: "sim.pem".into(), pem: sim.server.cert_pem.clone().into_bytes() };
     assert!(Client::new(&cfg, fast_options()).unwrap().version().await.is_ok());
 
-    let other = vztmpld::sim::tls::SimIdentity::generate(&[]).unwrap();
+    let other = pve_sim::tls::SimIdentity::generate(&[]).unwrap();
     cfg.tls = TlsMode::CaFile { path: "other.pem".into(), pem: other.cert_pem.into_bytes() };
     let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
     assert!(matches!(err, PveError::Tls { .. }), "{err}");

@@ -1,4 +1,5 @@
 //! Every configuration error names file:line:column and the fix; a good file loads; secrets stay hidden.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
-//! `vztmpld run` as a real process against the simulator: hot reload (rename, in-place, symlink swap),
-//! rejected edits, SIGHUP, SIGTERM during a download and adoption after restart, a node going offline,
-//! and `/metrics` parsed as Prometheus text.
+//! The daemon in-process against the simulator, with the real file watcher as its config producer:
+//! hot reload (rename, in-place, symlink swap), rejected edits, a forced reload (SIGHUP's control), stop
+//! during a download and adoption after a restart, a node going offline, and `/metrics` parsed as
+//! Prometheus text. The real signals and sd_notify are covered once, in `daemon_process.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 use common::{ALPINE, Daemon, TestSim, write_config};
 use reqwest::Method;
 use serde_json::json;
+use vztmpld::daemon::Control;
 
 const ONE: &str = "interval: 1h\ntemplates:\n  - template: alpine-3.22\n";
 const TWO: &str = "interval: 1h\ntemplates:\n  - template: alpine-3.22\n  - template: debian-13-standard\n";
@@ -22,12 +25,7 @@ fn with_templates(config: &std::path::Path, templates: &str) -> String {
 }
 
 async fn all_cached(d: &Daemon, template: &str) -> bool {
-    for node in ["pve1", "pve2", "pve3"] {
-        if d.state(node, template).await != "cached" {
-            return false;
-        }
-    }
-    true
+    ["pve1", "pve2", "pve3"].iter().all(|node| d.state(node, template) == "cached")
 }
 
 async fn metrics(d: &Daemon) -> prometheus_parse::Scrape {
@@ -85,9 +83,9 @@ async fn edits_by_rename_and_in_place_write_take_effect_and_bad_edits_are_reject
     assert_eq!(value(&m, "vztmpld_config_reloads_total", &[("outcome", "success")]), Some(2.0));
     assert!(d.get("/healthz").await.is_some(), "still running");
 
-    // SIGHUP re-reads (here: the fixed file) even without a file event.
+    // A forced reload (SIGHUP) re-reads (here: the fixed file) even without a file event.
     std::fs::write(&cfg, with_templates(&cfg, THREE)).unwrap();
-    d.signal("HUP");
+    d.send(Control::Reload).await;
     d.wait_for("the SIGHUP reload", |d| async move { d.status().await["config"]["generation"] == 4 }).await;
     assert_eq!(sim.stats().await["downloads_started"], 3, "one download per spec, to the shared storage");
 }
@@ -118,27 +116,21 @@ async fn a_configmap_style_symlink_swap_is_seen() {
 }
 
 #[tokio::test]
-async fn sigterm_during_a_download_exits_quickly_and_a_restart_adopts_the_task() {
+async fn stop_during_a_download_returns_quickly_and_a_restart_adopts_the_task() {
     // 1 MiB at 200 kB/s: about five seconds of download.
     let sim = TestSim::with("bandwidth: 200000").await;
     let cfg = write_config(&sim.server, "nodes: [pve1]\n", ONE);
-    let mut d = Daemon::start(&cfg).await;
-    d.wait_for("a running download", |d| async move { d.state("pve1", "alpine-3.22").await == "downloading" }).await;
-    d.signal("TERM");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = d.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "exit within 5 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "exit 0: {status:?}\n{}", d.log());
-    eprintln!("SIGTERM → exit in {:?}", start.elapsed());
-    drop(d);
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("a running download", |d| async move { d.state("pve1", "alpine-3.22") == "downloading" }).await;
+    let shared = std::sync::Arc::clone(&d.shared);
+    let took = d.stop().await;
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+    eprintln!("stop → returned in {took:?}");
+    let last = shared.read(|s| s.last_pass.clone()).unwrap();
+    assert_eq!(last.outcome, vztmpld::daemon::status::PassOutcome::Interrupted);
 
     let d = Daemon::start(&cfg).await;
-    d.wait_for("the adopted download", |d| async move { d.state("pve1", "alpine-3.22").await == "cached" }).await;
+    d.wait_for("the adopted download", |d| async move { d.state("pve1", "alpine-3.22") == "cached" }).await;
     assert!(d.log().contains("download adopted"), "{}", d.log());
     let stats = sim.stats().await;
     assert_eq!(stats["downloads_started"], 1, "one download, not two: {stats}");
@@ -172,7 +164,7 @@ async fn an_offline_node_degrades_only_itself_and_converges_when_back() {
     sim.control(Method::POST, "nodes/pve2", Some(json!({"online": true}))).await;
     let r = d.http.post(format!("http://{}/api/v1/reconcile", d.addr)).send().await.unwrap();
     assert_eq!(r.status(), 202);
-    d.wait_for("pve2 to converge", |d| async move { d.state("pve2", "alpine-3.22").await == "cached" }).await;
+    d.wait_for("pve2 to converge", |d| async move { d.state("pve2", "alpine-3.22") == "cached" }).await;
     let m = metrics(&d).await;
     assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve2"), ("state", "cached")]), Some(1.0));
     assert!(value(&m, "vztmpld_reconcile_total", &[("outcome", "converged")]).unwrap_or(0.0) >= 1.0);

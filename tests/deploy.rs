@@ -1,5 +1,6 @@
 //! Every example configuration is accepted by `vztmpld check`, and the systemd unit passes
 //! `systemd-analyze verify` where that tool exists.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
 

@@ -1,11 +1,12 @@
 //! Property: for random clusters (nodes, architectures, shared and local storages, fresh, stale and empty
 //! indexes, files already there), apply then plan leaves nothing to download, and everything the first
 //! plan meant to download is cached afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
 
 use common::{TestSim, fast_options, write_config};
-use vztmpld::reconcile::{self, plan::ItemState};
+use vztmpld::reconcile::{self, Fleet, plan::ItemState};
 
 /// xorshift: deterministic, so a failing seed can be replayed.
 struct Rng(u64);
@@ -100,15 +101,15 @@ async fn apply_then_plan_is_empty_for_random_clusters() {
         }
         let path = write_config(&sim.server, "", &templates);
         let config = vztmpld::config::load(&path).unwrap();
-        let clients = reconcile::clients(&config, fast_options()).unwrap();
+        let fleet = Fleet::new(config, fast_options()).unwrap();
 
-        let first = reconcile::plan::plan(&config, &reconcile::observe_all(&config, &clients).await);
-        let outcomes = reconcile::apply::apply(&config, &clients, &first, None).await;
+        let first = fleet.plan().await;
+        let outcomes = reconcile::apply::apply(&fleet, &first, None).await;
         let failed: Vec<_> =
             outcomes.iter().filter(|o| matches!(o, reconcile::apply::Outcome::Failed { .. })).collect();
         assert!(failed.is_empty(), "seed {seed}: {failed:?}\nscenario:\n{yaml}\n{templates}");
 
-        let second = reconcile::plan::plan(&config, &reconcile::observe_all(&config, &clients).await);
+        let second = fleet.plan().await;
         assert!(
             second.downloads.is_empty(),
             "seed {seed}: still to download {:?}\nscenario:\n{yaml}\n{templates}",

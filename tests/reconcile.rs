@@ -1,4 +1,5 @@
 //! The reconciler end to end: the real binary's `plan` and `apply` against the simulator over HTTPS.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `vztmpld sim` as a real process: the ready line, the certificate it pins, and a clean stop.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
 
@@ -35,7 +36,7 @@ async fn sim_prints_one_ready_line_and_serves_the_certificate_it_names() {
     let der = common::peer_certificate(&endpoint).await;
     assert_eq!(ready["fingerprint"].as_str().unwrap(), fingerprint(&der));
 
-    let tls = vztmpld::sim::tls::client_config_trusting(&der).unwrap();
+    let tls = pve_sim::tls::client_config_trusting(&der).unwrap();
     let client = reqwest::Client::builder().tls_backend_preconfigured(tls).no_proxy().build().unwrap();
     let auth =
         format!("PVEAPIToken={}={}", ready["token_id"].as_str().unwrap(), ready["token_secret"].as_str().unwrap());
@@ -81,7 +82,7 @@ fn every_example_scenario_loads() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            vztmpld::sim::Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            pve_sim::Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
     }

@@ -8,13 +8,13 @@ use yaml_rust2::scanner::Marker;
 
 /// Maps a value's path (`clusters[1].tls.fingerprint`) to its 1-based line and column.
 #[derive(Debug, Default, Clone)]
-pub struct Positions {
+pub(super) struct Positions {
     values: HashMap<String, (usize, usize)>,
 }
 
 impl Positions {
     /// Indexes a document; a document the scanner rejects yields an empty index (yaml_serde reports that error).
-    pub fn index(text: &str) -> Self {
+    pub(super) fn index(text: &str) -> Self {
         let mut recv = Receiver::default();
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut recv, false);
@@ -22,7 +22,7 @@ impl Positions {
     }
 
     /// The position of the value at `path`, or of its nearest ancestor that has one.
-    pub fn find(&self, path: &str) -> (usize, usize) {
+    pub(super) fn find(&self, path: &str) -> (usize, usize) {
         let mut p = path.to_string();
         loop {
             if let Some(pos) = self.values.get(&p) {

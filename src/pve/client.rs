@@ -66,8 +66,17 @@ impl Default for ClientOptions {
     }
 }
 
-/// Called with each answer's status code (or `error` when none came), for metrics.
-pub type AnswerObserver = Arc<dyn Fn(&str) + Send + Sync>;
+/// What a request came to, for metrics: every HTTP answer's status, and every failed attempt's error.
+#[derive(Debug, Clone, Copy)]
+pub enum ApiAnswer<'a> {
+    /// An HTTP answer arrived with this status.
+    Status(u16),
+    /// The attempt failed (transport, TLS, timeout, an error status, an undecodable body).
+    Failed(&'a PveError),
+}
+
+/// Called with each [`ApiAnswer`].
+pub type AnswerObserver = Arc<dyn Fn(ApiAnswer<'_>) + Send + Sync>;
 
 /// A client for one cluster.
 pub struct Client {
@@ -133,15 +142,10 @@ impl Client {
         let _ = self.observer.set(observer);
     }
 
-    fn observe(&self, code: &str) {
+    fn observe(&self, answer: ApiAnswer<'_>) {
         if let Some(o) = self.observer.get() {
-            o(code);
+            o(answer);
         }
-    }
-
-    /// The cluster's configured name.
-    pub fn cluster(&self) -> &str {
-        &self.cluster
     }
 
     /// One API call with retries and endpoint failover.
@@ -163,7 +167,11 @@ impl Client {
             let start = self.preferred.load(Ordering::Relaxed);
             for k in 0..self.endpoints.len() {
                 let idx = (start + k) % self.endpoints.len();
-                match self.send(idx, &method, path, query, form).await {
+                let sent = self.send(idx, &method, path, query, form).await;
+                if let Err(e) = &sent {
+                    self.observe(ApiAnswer::Failed(e));
+                }
+                match sent {
                     Ok(v) => {
                         self.preferred.store(idx, Ordering::Relaxed);
                         return Ok(v);
@@ -204,12 +212,9 @@ impl Client {
         if !form.is_empty() {
             request = request.form(form);
         }
-        let response = request.send().await.map_err(|e| {
-            self.observe("error");
-            self.transport_error(endpoint, method, path, &e)
-        })?;
+        let response = request.send().await.map_err(|e| self.transport_error(endpoint, method, path, &e))?;
         let status = response.status().as_u16();
-        self.observe(&status.to_string());
+        self.observe(ApiAnswer::Status(status));
         let reason = response
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()

@@ -10,7 +10,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::plan::{Download, Plan, Source};
-use crate::config::{Checksum, Config, DownloadSettings};
+use tracing::Instrument;
+
+use super::{Cluster, Fleet};
+use crate::config::{Checksum, DownloadSettings};
 use crate::pve::{Client, PveError};
 
 /// How one download ended.
@@ -33,47 +36,57 @@ pub struct Progress {
 /// Receives progress updates (a terminal bar, the daemon's status).
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
-/// Runs every download of a plan; returns one outcome per `plan.downloads` entry.
-pub async fn apply(
-    config: &Config,
-    clients: &HashMap<String, Arc<Client>>,
-    plan: &Plan,
-    progress: Option<ProgressSink>,
-) -> Vec<Outcome> {
-    let mut cluster_limits: HashMap<&str, Arc<Semaphore>> = HashMap::new();
-    let mut node_limits: HashMap<(String, String), Arc<Semaphore>> = HashMap::new();
-    // Each node's running downloads are listed once per apply, however many downloads it runs.
-    let mut active: HashMap<(String, String), Arc<ActiveList>> = HashMap::new();
-    for c in &config.clusters {
-        cluster_limits.insert(&c.name, Arc::new(Semaphore::new(c.max_parallel_downloads.max(1))));
+/// Runs every download of a plan; returns one outcome per `plan.downloads` entry. Each cluster runs its
+/// downloads under its own limits.
+pub async fn apply(fleet: &Fleet, plan: &Plan, progress: Option<ProgressSink>) -> Vec<Outcome> {
+    let settings = &fleet.config.downloads;
+    let per_cluster = fleet.clusters.iter().map(|c| {
+        let mine: Vec<(usize, &Download)> =
+            plan.downloads.iter().enumerate().filter(|(_, d)| d.cluster == c.config.name).collect();
+        apply_cluster(c, mine, settings, progress.clone())
+    });
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.downloads.len()];
+    for (index, outcome) in join_all(per_cluster).await.into_iter().flatten() {
+        outcomes[index] = Some(outcome);
     }
-    let per_node =
-        |cluster: &str| config.clusters.iter().find(|c| c.name == cluster).map_or(1, |c| c.max_downloads_per_node);
-    let jobs = plan.downloads.iter().enumerate().map(|(i, d)| {
-        let cluster_limit = cluster_limits.get(d.cluster.as_str()).cloned();
-        let node_limit = node_limits
-            .entry((d.cluster.clone(), d.node.clone()))
-            .or_insert_with(|| Arc::new(Semaphore::new(per_node(&d.cluster).max(1))))
-            .clone();
-        let running = active.entry((d.cluster.clone(), d.node.clone())).or_default().clone();
-        let client = clients.get(&d.cluster).cloned();
+    outcomes
+        .into_iter()
+        .zip(&plan.downloads)
+        .map(|(o, d)| {
+            o.unwrap_or_else(|| Outcome::Failed {
+                upid: None,
+                error: format!("cluster {} is not in the configuration this plan was applied with", d.cluster),
+                retryable: false,
+            })
+        })
+        .collect()
+}
+
+/// One cluster's downloads, within its `max_parallel_downloads` and `max_downloads_per_node`.
+async fn apply_cluster(
+    cluster: &Cluster,
+    downloads: Vec<(usize, &Download)>,
+    settings: &DownloadSettings,
+    progress: Option<ProgressSink>,
+) -> Vec<(usize, Outcome)> {
+    let cluster_limit = Semaphore::new(cluster.config.max_parallel_downloads.max(1));
+    let mut node_limits: HashMap<&str, Arc<Semaphore>> = HashMap::new();
+    // Each node's running downloads are listed once per apply, however many downloads it runs.
+    let mut active: HashMap<&str, Arc<ActiveList>> = HashMap::new();
+    let per_node = cluster.config.max_downloads_per_node.max(1);
+    let jobs = downloads.into_iter().map(|(i, d)| {
+        let node_limit =
+            Arc::clone(node_limits.entry(d.node.as_str()).or_insert_with(|| Arc::new(Semaphore::new(per_node))));
+        let running = Arc::clone(active.entry(d.node.as_str()).or_default());
         let progress = progress.clone();
-        let settings = config.downloads.clone();
+        let cluster_limit = &cluster_limit;
+        let span = tracing::info_span!("download", cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file);
         async move {
-            let Some(client) = client else {
-                return Outcome::Failed {
-                    upid: None,
-                    error: format!("no client for cluster {}", d.cluster),
-                    retryable: false,
-                };
-            };
-            let _c = match &cluster_limit {
-                Some(s) => s.acquire().await.ok(),
-                None => None,
-            };
+            let _c = cluster_limit.acquire().await.ok();
             let _n = node_limit.acquire().await.ok();
-            run_download(&client, &running, i, d, &settings, progress.as_ref()).await
+            (i, run_download(&cluster.client, &running, i, d, settings, progress.as_ref()).await)
         }
+        .instrument(span)
     });
     join_all(jobs).await
 }
@@ -108,7 +121,7 @@ async fn run_download(
             if let Some(sink) = progress {
                 sink(Progress { download: index, upid: task.upid.clone(), bytes_total: None, percent: Some(0) });
             }
-            tracing::info!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, upid = %task.upid, "download adopted (already running)");
+            tracing::info!(upid = %task.upid, "download adopted (already running)");
             (task.upid, true)
         }
         None => {
@@ -124,11 +137,11 @@ async fn run_download(
                     if let Some(sink) = progress {
                         sink(Progress { download: index, upid: upid.clone(), bytes_total: None, percent: Some(0) });
                     }
-                    tracing::info!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, %upid, "download started");
+                    tracing::info!(%upid, "download started");
                     (upid, false)
                 }
                 Err(e) => {
-                    tracing::warn!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, error = %e, "download failed");
+                    tracing::warn!(error = %e, "download failed");
                     return fail(None, &e);
                 }
             }
@@ -140,15 +153,15 @@ async fn run_download(
                 sink(Progress { download: index, upid: upid.clone(), bytes_total: bytes, percent: Some(100) });
             }
             if let Err(e) = confirm_visible(client, d).await {
-                tracing::warn!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, %upid, error = %e, "download failed");
+                tracing::warn!(%upid, error = %e, "download failed");
                 return Outcome::Failed { upid: Some(upid), error: e, retryable: true };
             }
             let seconds = started.elapsed().as_secs();
-            tracing::info!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, %upid, seconds, bytes = bytes.unwrap_or(0), "download finished");
+            tracing::info!(%upid, seconds, bytes = bytes.unwrap_or(0), "download finished");
             Outcome::Finished { upid, seconds, bytes, adopted }
         }
         Err((error, retryable)) => {
-            tracing::warn!(cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file, %upid, %error, "download failed");
+            tracing::warn!(%upid, %error, "download failed");
             Outcome::Failed { upid: Some(upid), error, retryable }
         }
     }

@@ -1,57 +1,72 @@
 //! One reconcile pass: observe every cluster, plan (pure), apply, and report.
 //!
-//! - [`observe`]: API → [`observe::ClusterObservation`], with the fewest calls.
-//! - [`plan`]: desired × observed → [`plan::Plan`]; pure.
+//! - [`observation`]: the observation model, plain data.
+//! - `observe`: API → [`observation::ClusterObservation`], with the fewest calls.
+//! - [`plan`]: desired × observed → [`plan::Plan`]; pure, imports nothing that does I/O.
 //! - [`apply`]: starts, adopts and follows downloads.
 
 pub mod apply;
-pub mod observe;
+pub mod observation;
+mod observe;
 pub mod plan;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use crate::config::Config;
+use crate::config::{ClusterConfig, Config};
 use crate::pve::{Client, ClientOptions, PveError};
 
-/// Builds one client per configured cluster.
-pub fn clients(config: &Config, options: ClientOptions) -> Result<HashMap<String, Arc<Client>>, PveError> {
-    config.clusters.iter().map(|c| Ok((c.name.clone(), Arc::new(Client::new(c, options)?)))).collect()
+/// One configured cluster and the client that talks to it, built together so neither exists without the other.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub client: Arc<Client>,
 }
 
-/// Observes every cluster concurrently.
-pub async fn observe_all(config: &Config, clients: &HashMap<String, Arc<Client>>) -> Vec<observe::ClusterObservation> {
-    let jobs = config.clusters.iter().map(|c| {
-        let client = clients.get(&c.name).cloned();
-        async move {
-            match client {
-                Some(client) => observe::observe_cluster(c, &client, &config.templates).await,
-                None => observe::ClusterObservation {
-                    name: c.name.clone(),
-                    error: Some(format!("no client for cluster {}", c.name)),
-                    ..Default::default()
-                },
-            }
-        }
-    });
-    join_all(jobs).await
+/// A validated configuration with a client per cluster: everything a pass needs.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub config: Arc<Config>,
+    pub clusters: Vec<Cluster>,
+}
+
+impl Fleet {
+    /// Builds one client per configured cluster.
+    pub fn new(config: Config, options: ClientOptions) -> Result<Self, PveError> {
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|c| Ok(Cluster { config: c.clone(), client: Arc::new(Client::new(c, options)?) }))
+            .collect::<Result<Vec<_>, PveError>>()?;
+        Ok(Self { config: Arc::new(config), clusters })
+    }
+
+    /// Observes every cluster concurrently; one observation per cluster, in configuration order.
+    pub async fn observe(&self) -> Vec<observation::ClusterObservation> {
+        let templates = &self.config.templates;
+        join_all(self.clusters.iter().map(|c| observe::observe_cluster(&c.config, &c.client, templates))).await
+    }
+
+    /// Observes and plans.
+    pub async fn plan(&self) -> plan::Plan {
+        let observed = self.observe().await;
+        plan::plan(&self.config, &observed)
+    }
 }
 
 /// Logs the cache lookups of a plan, one line each (`CACHE HIT` / `CACHE MISS`), for admins to grep.
 pub fn log_lookups(plan: &plan::Plan) {
     for item in &plan.items {
+        let (cluster, node, template) = (&item.cluster, &item.node, &item.template);
         match &item.state {
-            plan::ItemState::Cached { volid } => {
-                tracing::info!(cluster = %item.cluster, node = %item.node, template = %item.template, %volid, "CACHE HIT");
-            }
+            plan::ItemState::Cached { volid } => tracing::info!(%cluster, %node, %template, %volid, "CACHE HIT"),
             plan::ItemState::Download { download } => {
                 let d = &plan.downloads[*download];
-                tracing::info!(cluster = %item.cluster, node = %item.node, template = %item.template, storage = %d.storage, file = %d.file, "CACHE MISS");
+                tracing::info!(%cluster, %node, %template, storage = %d.storage, file = %d.file, "CACHE MISS");
             }
-            plan::ItemState::Blocked { reason, .. } => {
-                tracing::warn!(cluster = %item.cluster, node = %item.node, template = %item.template, %reason, "CACHE MISS (blocked)");
+            plan::ItemState::Blocked(b) => {
+                tracing::warn!(%cluster, %node, %template, reason = %b.reason, "CACHE MISS (blocked)");
             }
         }
     }

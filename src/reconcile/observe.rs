@@ -4,140 +4,22 @@
 //! `?type=storage`, one content listing per shared storage (not per node) and per local vztmpl storage of
 //! each online node, and the appliance indexes only when something must be resolved (a miss, or `latest`).
 
-use std::collections::BTreeMap;
-
 use futures_util::future::join_all;
 
+use super::observation::{
+    ClusterObservation, IndexEntry, NodeObservation, PermissionMap, StorageObservation, StorageOnNode, Volume,
+    find_cached,
+};
 use crate::config::{ClusterConfig, Policy, TemplateConfig, TemplateSource};
 use crate::pve::{Client, PveError};
-use crate::template::{TemplateName, TemplateSpec, debian_arch};
-
-/// The token's effective privileges as `/access/permissions` lists them.
-#[derive(Debug, Clone, Default)]
-pub struct PermissionMap {
-    paths: BTreeMap<String, Vec<String>>,
-    /// False when the map could not be read: checks then pass, and Proxmox's own 403s speak instead.
-    known: bool,
-}
-
-impl PermissionMap {
-    /// A map from `path → privileges`.
-    pub fn new(paths: BTreeMap<String, Vec<String>>) -> Self {
-        Self { paths, known: true }
-    }
-
-    /// A map that allows everything (preflight unavailable).
-    pub fn unknown() -> Self {
-        Self::default()
-    }
-
-    /// Whether the token holds `privilege` at `path`. The listing omits inherited paths, so the deepest
-    /// listed ancestor decides, as Proxmox's own inheritance does.
-    pub fn has(&self, path: &str, privilege: &str) -> bool {
-        if !self.known {
-            return true;
-        }
-        let mut p = path.trim_end_matches('/').to_string();
-        loop {
-            let key = if p.is_empty() { "/".to_string() } else { p.clone() };
-            if let Some(privs) = self.paths.get(&key) {
-                return privs.iter().any(|x| x == privilege);
-            }
-            if key == "/" {
-                return false;
-            }
-            match p.rfind('/') {
-                Some(i) => p.truncate(i),
-                None => p.clear(),
-            }
-        }
-    }
-
-    /// Whether download-url is allowed on a node: `Sys.AccessNetwork` there, or `Sys.Audit`+`Sys.Modify` on `/`.
-    pub fn may_download_url(&self, node: &str) -> bool {
-        self.has(&format!("/nodes/{node}"), "Sys.AccessNetwork")
-            || (self.has("/", "Sys.Audit") && self.has("/", "Sys.Modify"))
-    }
-}
-
-/// One cluster as observed.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterObservation {
-    pub name: String,
-    /// Set when the cluster as a whole could not be observed (unreachable, bad token, TLS).
-    pub error: Option<String>,
-    /// Whether that error can go away by itself (network) or needs a config change (TLS, auth).
-    pub error_retryable: bool,
-    pub permissions: PermissionMap,
-    /// Targeted nodes, in cluster order.
-    pub nodes: Vec<NodeObservation>,
-    /// Storages with vztmpl content, by id.
-    pub storages: BTreeMap<String, StorageObservation>,
-    /// Appliance indexes by node (only fetched when needed).
-    pub indexes: BTreeMap<String, Result<Vec<IndexEntry>, String>>,
-}
-
-/// One targeted node.
-#[derive(Debug, Clone)]
-pub struct NodeObservation {
-    pub name: String,
-    pub online: bool,
-    /// Debian architecture name (`amd64`, `arm64`).
-    pub arch: String,
-    /// Why the node could not be observed, if so.
-    pub error: Option<String>,
-}
-
-/// A storage with vztmpl content.
-#[derive(Debug, Clone, Default)]
-pub struct StorageObservation {
-    pub id: String,
-    pub shared: bool,
-    /// Per node that has it enabled: active, and free bytes.
-    pub on_nodes: BTreeMap<String, StorageOnNode>,
-    /// Volumes, keyed by node for local storages and by `None` for shared ones.
-    pub volumes: BTreeMap<Option<String>, Result<Vec<Volume>, String>>,
-}
-
-/// A storage as one node sees it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StorageOnNode {
-    pub active: bool,
-    pub avail: Option<u64>,
-}
-
-impl StorageObservation {
-    /// The volumes `node` sees here (shared ones for every node).
-    pub fn volumes_for(&self, node: &str) -> Option<&Result<Vec<Volume>, String>> {
-        if self.shared { self.volumes.get(&None) } else { self.volumes.get(&Some(node.to_string())) }
-    }
-
-    /// Whether `node` has the storage active.
-    pub fn active_on(&self, node: &str) -> bool {
-        self.on_nodes.get(node).is_some_and(|s| s.active)
-    }
-}
-
-/// A template file on a storage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Volume {
-    pub volid: String,
-    pub file: String,
-    pub size: Option<u64>,
-}
-
-/// An appliance-index entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexEntry {
-    /// The file name from the index's `template` field.
-    pub template: String,
-    pub name: Option<TemplateName>,
-    pub location: Option<String>,
-    pub sha512: Option<String>,
-}
+use crate::template::{TemplateName, debian_arch};
 
 /// Observes one cluster for the given desired templates.
-pub async fn observe_cluster(cfg: &ClusterConfig, client: &Client, templates: &[TemplateConfig]) -> ClusterObservation {
+pub(super) async fn observe_cluster(
+    cfg: &ClusterConfig,
+    client: &Client,
+    templates: &[TemplateConfig],
+) -> ClusterObservation {
     let mut obs = ClusterObservation { name: cfg.name.clone(), ..Default::default() };
     let (perms, nodes, storages) =
         tokio::join!(client.permissions(), client.cluster_nodes(), client.cluster_storages());
@@ -262,51 +144,4 @@ fn needs_indexes(obs: &ClusterObservation, templates: &[TemplateConfig]) -> bool
             TemplateSource::Appliance(spec) => find_cached(obs, &node.name, &node.arch, spec).is_none(),
         })
     })
-}
-
-/// The newest volume matching `spec` on any active vztmpl storage `node` sees (the first storage, by id, wins a tie).
-pub fn find_cached<'a>(obs: &'a ClusterObservation, node: &str, arch: &str, spec: &TemplateSpec) -> Option<&'a Volume> {
-    let mut best: Option<(&Volume, Option<TemplateName>)> = None;
-    let candidates = obs
-        .storages
-        .values()
-        .filter(|s| s.active_on(node))
-        .filter_map(|s| s.volumes_for(node)?.as_ref().ok())
-        .flatten();
-    for v in candidates {
-        let name = TemplateName::parse(&v.file);
-        let matches =
-            spec.exact_file() == Some(v.file.as_str()) || name.as_ref().is_some_and(|n| spec.matches(n, arch));
-        if !matches {
-            continue;
-        }
-        let newer = match (&best, &name) {
-            (None, _) => true,
-            (Some((_, Some(b))), Some(n)) => crate::template::compare_recency(n, b).is_gt(),
-            _ => false,
-        };
-        if newer {
-            best = Some((v, name));
-        }
-    }
-    best.map(|(v, _)| v)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permissions_inherit_from_the_deepest_listed_path() {
-        let map = PermissionMap::new(BTreeMap::from([
-            ("/storage".to_string(), vec!["Datastore.Audit".to_string(), "Datastore.AllocateTemplate".to_string()]),
-            ("/storage/nfs".to_string(), vec!["Datastore.Audit".to_string()]),
-            ("/nodes".to_string(), vec!["Sys.AccessNetwork".to_string()]),
-        ]));
-        assert!(map.has("/storage/local", "Datastore.AllocateTemplate"));
-        assert!(!map.has("/storage/nfs", "Datastore.AllocateTemplate"));
-        assert!(map.may_download_url("pve1"));
-        assert!(!map.has("/", "Sys.Audit"));
-        assert!(PermissionMap::unknown().has("/x", "Anything"));
-    }
 }

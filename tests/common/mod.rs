@@ -1,200 +1,15 @@
-//! Test helpers: start the simulator in-process on an ephemeral loopback port and talk HTTPS to it.
-#![allow(dead_code)]
+//! Helpers for vztmpld's black-box tests: configs pointing at the simulator, the binary, temp dirs.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use pve_sim::SimServer;
+pub use pve_sim::testing::*;
 use serde_json::Value;
-use vztmpld::sim::{Scenario, SimServer};
-
-/// A running simulator plus a client that trusts only its certificate.
-pub struct TestSim {
-    pub server: SimServer,
-    pub client: reqwest::Client,
-}
-
-/// An answer: status, parsed JSON body (Null when empty or not JSON), and the raw body.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub json: Value,
-    pub body: String,
-    pub headers: reqwest::header::HeaderMap,
-}
-
-impl Answer {
-    /// `data` of a success envelope.
-    pub fn data(&self) -> &Value {
-        &self.json["data"]
-    }
-}
-
-/// The scenario tests use: the built-in one, without the 3 s delay on 401.
-pub fn test_scenario(yaml: &str) -> Scenario {
-    let mut s = Scenario::parse(yaml).unwrap_or_else(|e| panic!("bad test scenario: {e}"));
-    if !yaml.contains("auth_failure_delay") {
-        s.quirks.auth_failure_delay = Duration::ZERO;
-    }
-    s
-}
-
-impl TestSim {
-    /// The built-in cluster.
-    pub async fn start() -> Self {
-        Self::with("{}").await
-    }
-
-    /// A scenario given as YAML (relative paths resolve against the crate root).
-    pub async fn with(yaml: &str) -> Self {
-        Self::with_scenario(test_scenario(yaml)).await
-    }
-
-    /// A scenario value.
-    pub async fn with_scenario(scenario: Scenario) -> Self {
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let server = SimServer::start(scenario, dir, "127.0.0.1:0".parse().unwrap()).await.expect("simulator starts");
-        let tls = vztmpld::sim::tls::client_config_trusting(&server.cert_der).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Self { server, client }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}/api2/json{path}", self.server.endpoint)
-    }
-
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Answer {
-        let resp = rb.send().await.expect("request reaches the simulator");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.text().await.unwrap_or_default();
-        let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-        Answer { status, json, body, headers }
-    }
-
-    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        rb.header("Authorization", self.server.auth_header())
-    }
-
-    pub async fn get(&self, path: &str) -> Answer {
-        self.send(self.auth(self.client.get(self.url(path)))).await
-    }
-
-    pub async fn get_query(&self, path: &str, query: &[(&str, &str)]) -> Answer {
-        self.send(self.auth(self.client.get(self.url(path)).query(query))).await
-    }
-
-    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
-        self.send(self.auth(self.client.post(self.url(path)).form(form))).await
-    }
-
-    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
-        self.send(self.auth(self.client.post(self.url(path)).json(body))).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Answer {
-        self.send(self.auth(self.client.delete(self.url(path)))).await
-    }
-
-    /// A request with an arbitrary Authorization header (or none).
-    pub async fn get_with_auth(&self, path: &str, auth: Option<&str>) -> Answer {
-        let mut rb = self.client.get(self.url(path));
-        if let Some(a) = auth {
-            rb = rb.header("Authorization", a);
-        }
-        self.send(rb).await
-    }
-
-    /// `/_sim/` control call with a JSON body.
-    pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
-        let mut rb = self.auth(self.client.request(method, format!("{}/_sim/{path}", self.server.endpoint)));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        self.send(rb).await
-    }
-
-    pub async fn stats(&self) -> Value {
-        self.control(reqwest::Method::GET, "stats", None).await.json
-    }
-
-    /// Starts a download of an index template and returns the UPID.
-    pub async fn download(&self, node: &str, storage: &str, template: &str) -> String {
-        let a = self.post(&format!("/nodes/{node}/aplinfo"), &[("storage", storage), ("template", template)]).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.data().as_str().expect("a UPID").to_string()
-    }
-
-    /// Polls a task's status on its own node until it stops (bounded).
-    pub async fn wait_task(&self, upid: &str) -> Value {
-        let node = upid.split(':').nth(1).unwrap().to_string();
-        let path = format!("/nodes/{node}/tasks/{}/status", encode(upid));
-        for _ in 0..600 {
-            let a = self.get(&path).await;
-            assert_eq!(a.status, 200, "{}", a.body);
-            if a.data()["status"] == "stopped" {
-                return a.data().clone();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("task {upid} did not stop within 12 s");
-    }
-
-    /// A task's full log as lines.
-    pub async fn task_log(&self, upid: &str) -> Vec<String> {
-        let node = upid.split(':').nth(1).unwrap().to_string();
-        let a = self.get_query(&format!("/nodes/{node}/tasks/{}/log", encode(upid)), &[("limit", "0")]).await;
-        a.data().as_array().unwrap().iter().map(|l| l["t"].as_str().unwrap().to_string()).collect()
-    }
-
-    /// vztmpl volids visible from a node on a storage.
-    pub async fn volids(&self, node: &str, storage: &str) -> Vec<String> {
-        let a = self.get(&format!("/nodes/{node}/storage/{storage}/content")).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.data().as_array().unwrap().iter().map(|v| v["volid"].as_str().unwrap().to_string()).collect()
-    }
-}
-
-/// Percent-encodes a path segment (UPIDs contain `:` and `!`, volids `:` and `/`).
-pub fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A raw HTTP/1.1 exchange over TLS, for what reqwest hides: the status line's reason phrase.
-pub async fn raw_request(endpoint: &str, request: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = endpoint.trim_start_matches("https://").to_string();
-    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let config = Arc::new(vztmpld::sim::tls::client_config_unverified().unwrap());
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.to_string(), body.to_string())
-}
-
-/// The certificate a TLS server presents (DER), for fingerprint checks.
-pub async fn peer_certificate(endpoint: &str) -> Vec<u8> {
-    let addr = endpoint.trim_start_matches("https://").to_string();
-    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let config = Arc::new(vztmpld::sim::tls::client_config_unverified().unwrap());
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
-}
-
-pub const ALPINE: &str = "alpine-3.22-default_20250617_amd64.tar.xz";
-pub const DEBIAN: &str = "debian-13-standard_13.6-1_amd64.tar.zst";
+use vztmpld::daemon::server::Shared;
+use vztmpld::daemon::watch::ConfigWatcher;
+use vztmpld::daemon::{ConfigSource, Control, ControlSender, DaemonError};
 
 /// A cluster configuration pointing at a running simulator, pinned to its fingerprint.
 pub fn cluster_config(server: &SimServer, name: &str) -> vztmpld::config::ClusterConfig {
@@ -273,44 +88,92 @@ pub async fn vztmpld_async(args: Vec<String>) -> (i32, String, String) {
     .unwrap()
 }
 
-/// A `vztmpld run` child process with its status address. Killed when dropped.
+/// Captured log lines of everything running on this test's thread (the daemon, its passes, the simulator).
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// `vztmpld run` in-process: the library daemon on a port-0 listener, driven by a control channel, with the
+/// real file watcher as a producer. Tests must run on tokio's current-thread runtime (the default of
+/// `#[tokio::test]`) so the log capture sees every task. Aborted when dropped.
 pub struct Daemon {
-    pub log_path: std::path::PathBuf,
-    pub child: std::process::Child,
     pub addr: String,
     pub http: reqwest::Client,
+    pub controls: ControlSender,
+    pub shared: Arc<Shared>,
+    logs: LogBuffer,
+    task: Option<tokio::task::JoinHandle<Result<(), DaemonError>>>,
+    _watcher: ConfigWatcher,
+    _log_guard: tracing::subscriber::DefaultGuard,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Daemon {
-    /// Starts the daemon on a config file and waits until its status server answers.
+    /// Starts the daemon on a config file; its status server answers when this returns.
     pub async fn start(config: &std::path::Path) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = config.with_extension("log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vztmpld"))
-            .args(["run", "-c"])
-            .arg(config)
-            .args(["--listen", &addr, "--log-level", "debug"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let logs = LogBuffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        let log_guard = tracing::subscriber::set_default(subscriber);
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let source = ConfigSource::file(config, fast_options());
+        let daemon = vztmpld::daemon::Daemon::new(source).expect("the configuration loads");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (controls, stream) = vztmpld::daemon::channel();
+        let watcher = vztmpld::daemon::watch::watch(config, controls.clone()).unwrap();
+        let shared = Arc::clone(daemon.shared());
+        let task = tokio::spawn(daemon.run(listener, stream));
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
-        let d = Self { log_path: log, child, addr, http };
-        d.wait_for("the status server", |d| async move { d.get("/healthz").await.is_some() }).await;
-        d
+        Self { addr, http, controls, shared, logs, task: Some(task), _watcher: watcher, _log_guard: log_guard }
+    }
+
+    /// Sends a control value.
+    pub async fn send(&self, control: Control) {
+        self.controls.send(control).await.expect("the daemon is running");
+    }
+
+    /// Sends [`Control::Stop`] and waits (bounded) for `run` to return; how long it took.
+    pub async fn stop(mut self) -> Duration {
+        let start = std::time::Instant::now();
+        self.send(Control::Stop).await;
+        let task = self.task.take().unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), task).await.expect("the daemon stops");
+        result.expect("the daemon task ends normally").expect("run returns Ok");
+        start.elapsed()
     }
 
     /// GET on the status server; `None` when it does not answer 2xx.
@@ -322,28 +185,26 @@ impl Daemon {
         r.text().await.ok()
     }
 
+    /// `/api/v1/status` as JSON, over HTTP.
     pub async fn status(&self) -> Value {
         serde_json::from_str(&self.get("/api/v1/status").await.unwrap_or_default()).unwrap_or(Value::Null)
     }
 
-    /// A template's state on a node (`cached`, `downloading`, ...).
-    pub async fn state(&self, node: &str, template: &str) -> String {
-        let s = self.status().await;
-        for c in s["clusters"].as_array().into_iter().flatten() {
-            for n in c["nodes"].as_array().into_iter().flatten() {
-                if n["name"] == node {
-                    for t in n["templates"].as_array().into_iter().flatten() {
-                        if t["template"] == template {
-                            return t["state"].as_str().unwrap_or_default().to_string();
-                        }
-                    }
-                }
-            }
-        }
-        String::new()
+    /// A template's state on a node (`cached`, `downloading`, ...), read in-process.
+    pub fn state(&self, node: &str, template: &str) -> String {
+        self.shared.read(|s| {
+            s.clusters
+                .iter()
+                .flat_map(|c| &c.nodes)
+                .filter(|n| n.name == node)
+                .flat_map(|n| &n.templates)
+                .find(|t| t.template == template)
+                .map(|t| t.state.as_str().to_string())
+                .unwrap_or_default()
+        })
     }
 
-    /// Polls `check` every 50 ms for up to 20 s.
+    /// Polls `check` every 20 ms for up to 20 s.
     pub async fn wait_for<'a, F, Fut>(&'a self, what: &str, check: F) -> Duration
     where
         F: Fn(&'a Self) -> Fut,
@@ -354,21 +215,13 @@ impl Daemon {
             if check(self).await {
                 return start.elapsed();
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
     }
 
-    /// The daemon's log so far.
+    /// The log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.logs.text()
     }
 }

@@ -1,0 +1,149 @@
+//! The command line: clap definitions, dispatch, and the exit statuses every command maps to.
+//!
+//! - `oneshot`: `check`, `plan`, `apply`. `report`: their table and JSON.
+//! - `run`: the daemon with its real edges (OS signals, file watcher, watchdog) wired in.
+//! - `status`: `vztmpld status`. `demo`, `sim`: the simulator (feature `sim`).
+
+#[cfg(feature = "sim")]
+mod demo;
+mod oneshot;
+mod report;
+mod run;
+#[cfg(feature = "sim")]
+mod sim;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps Proxmox VE container-template caches warm, declaratively, across whole clusters.
+#[derive(Debug, Parser)]
+#[command(name = "vztmpld", version, about)]
+pub struct Cli {
+    /// Log level (overridden by RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Log format: human-readable text, or one JSON object per line for shipping.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration offline (exit 0 when valid, 1 with the problems otherwise).
+    Check {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+    },
+    /// Observe the clusters and print what would be downloaded (exit 0: all cached, 2: downloads pending,
+    /// 1: something is blocked).
+    Plan {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Run one reconcile pass: download what is missing and follow it to the end (exit 0 when converged).
+    Apply {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Run the daemon: reconcile on an interval, hot-reload the config, serve status and metrics.
+    Run {
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        /// Status server address (default: server.listen from the config, else 127.0.0.1:9811).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Show a running daemon's status: nodes × templates.
+    Status {
+        #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
+        addr: String,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Start the built-in simulated cluster and the daemon against it (examples/demo.yaml). Ctrl-C stops both.
+    #[cfg(feature = "sim")]
+    Demo {
+        /// Status server address.
+        #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+    /// Serve a simulated Proxmox VE cluster over HTTPS (for tests, benchmarks and demos).
+    #[cfg(feature = "sim")]
+    Sim {
+        /// Address to listen on; port 0 picks a free port. Binds loopback unless told otherwise.
+        #[arg(long, default_value = "127.0.0.1:8006")]
+        listen: SocketAddr,
+        /// Scenario YAML (default: the built-in 3-node cluster).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
+}
+
+/// How a command ended, as the process's exit status (documented in README: exit statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: valid, converged, every template cached.
+    Success,
+    /// 1: invalid configuration, something failed or is blocked, or an error.
+    Failure,
+    /// 2: `plan` only: downloads are pending (as `terraform plan -detailed-exitcode`).
+    Pending,
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        match status {
+            ExitStatus::Success => Self::SUCCESS,
+            ExitStatus::Failure => Self::from(1),
+            ExitStatus::Pending => Self::from(2),
+        }
+    }
+}
+
+/// Runs the parsed command. Errors are returned, not printed: the binary prints them once.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    match cli.command {
+        #[cfg(feature = "sim")]
+        Command::Sim { listen, scenario } => sim::run(listen, scenario).await,
+        Command::Check { config } => oneshot::check(&config),
+        Command::Run { config, listen } => run::daemon(config, listen).await,
+        Command::Status { addr, output } => status::run(&addr, output == Output::Json).await,
+        #[cfg(feature = "sim")]
+        Command::Demo { listen } => demo::run(listen).await,
+        Command::Plan { config, output } => oneshot::plan(&config, output).await,
+        Command::Apply { config, output } => oneshot::apply(&config, output).await,
+    }
+}
+
+/// Writes a command's result to stdout. A closed pipe (`vztmpld plan | head`) surfaces as a `BrokenPipe`
+/// error, which the binary treats as success.
+fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}

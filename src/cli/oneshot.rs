@@ -1,0 +1,93 @@
+//! `check`, `plan` and `apply`: one pass from the command line, with Terraform-style exit statuses.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{ExitStatus, Output, print, report};
+use crate::config::{self, Config};
+use crate::reconcile::Fleet;
+use crate::reconcile::apply::{self, Outcome, Progress, ProgressSink};
+use crate::reconcile::plan::Plan;
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    let c = config::load(path)?;
+    for w in &c.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(c)
+}
+
+/// `vztmpld check`: 0 when valid; the problems are the error otherwise.
+pub(super) fn check(path: &Path) -> anyhow::Result<ExitStatus> {
+    let c = load(path)?;
+    print(&format!(
+        "{}: OK ({} cluster(s), {} template(s), interval {})\n",
+        path.display(),
+        c.clusters.len(),
+        c.templates.len(),
+        humantime::format_duration(c.interval)
+    ))?;
+    Ok(ExitStatus::Success)
+}
+
+/// `vztmpld plan`: 0 all cached, 2 downloads pending, 1 something blocked.
+pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
+    let fleet = Fleet::new(load(path)?, Default::default())?;
+    let plan = fleet.plan().await;
+    print(&render(&plan, None, output))?;
+    Ok(if plan.has_downloads() {
+        ExitStatus::Pending
+    } else if plan.has_blocked() {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// `vztmpld apply`: 0 when everything converged, 1 when anything failed or stayed blocked.
+pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
+    let fleet = Fleet::new(load(path)?, Default::default())?;
+    let plan = fleet.plan().await;
+    crate::reconcile::log_lookups(&plan);
+    let bars =
+        (output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| progress_bars(&plan));
+    let sink = bars.as_ref().map(|(_, sink)| Arc::clone(sink));
+    let outcomes = apply::apply(&fleet, &plan, sink).await;
+    if let Some((multi, _)) = bars {
+        let _ = multi.clear();
+    }
+    print(&render(&plan, Some(&outcomes), output))?;
+    let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed { .. }));
+    Ok(if failed || plan.has_blocked() { ExitStatus::Failure } else { ExitStatus::Success })
+}
+
+/// One bar per download, fed from the task logs' wget progress.
+fn progress_bars(plan: &Plan) -> (indicatif::MultiProgress, ProgressSink) {
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>40} [{bar:30}] {pos:>3}%")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bars: Vec<indicatif::ProgressBar> = plan
+        .downloads
+        .iter()
+        .map(|d| {
+            let bar = multi.add(indicatif::ProgressBar::new(100));
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{} → {}/{}", d.file, d.node, d.storage));
+            bar
+        })
+        .collect();
+    let sink: ProgressSink = Arc::new(move |p: Progress| {
+        if let (Some(bar), Some(pct)) = (bars.get(p.download), p.percent) {
+            bar.set_position(u64::from(pct));
+        }
+    });
+    (multi, sink)
+}
+
+fn render(plan: &Plan, outcomes: Option<&[Outcome]>, output: Output) -> String {
+    match output {
+        Output::Text => report::render_text(plan, outcomes),
+        Output::Json => report::render_json(plan, outcomes) + "\n",
+    }
+}

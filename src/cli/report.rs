@@ -1,0 +1,103 @@
+//! Human and machine renderings of plans and apply results.
+
+use serde_json::json;
+
+use crate::reconcile::apply::Outcome;
+use crate::reconcile::plan::{ItemState, Plan, summary};
+
+/// One row of the table.
+struct Row {
+    cluster: String,
+    node: String,
+    template: String,
+    state: String,
+    storage: String,
+    detail: String,
+}
+
+/// Renders the plan (and, after apply, the outcomes) as an aligned text table with a summary line.
+pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
+    let rows: Vec<Row> = plan
+        .items
+        .iter()
+        .map(|item| {
+            let (state, storage, detail) = match &item.state {
+                ItemState::Cached { volid } => {
+                    ("cached".to_string(), volid.split(':').next().unwrap_or("").to_string(), volid.clone())
+                }
+                ItemState::Download { download } => {
+                    let d = &plan.downloads[*download];
+                    let how = match &d.source {
+                        crate::reconcile::plan::Source::Appliance { .. } => "appliance index",
+                        crate::reconcile::plan::Source::Url { .. } => "download-url",
+                    };
+                    let shared =
+                        if d.shared { format!(", shared by {}", d.for_nodes.join(", ")) } else { String::new() };
+                    let planned = format!("{} via {} ({how}{shared})", d.file, d.node);
+                    match outcomes.and_then(|o| o.get(*download)) {
+                        None => ("download".to_string(), d.storage.clone(), planned),
+                        Some(Outcome::Finished { seconds, adopted, .. }) => {
+                            let note = if *adopted { ", adopted a running task" } else { "" };
+                            ("downloaded".to_string(), d.storage.clone(), format!("{} in {seconds}s{note}", d.volid()))
+                        }
+                        Some(Outcome::Failed { error, .. }) => ("failed".to_string(), d.storage.clone(), error.clone()),
+                    }
+                }
+                ItemState::Blocked(b) => ("blocked".to_string(), "-".to_string(), b.reason.clone()),
+            };
+            Row {
+                cluster: item.cluster.clone(),
+                node: item.node.to_string(),
+                template: item.template.clone(),
+                state,
+                storage,
+                detail,
+            }
+        })
+        .collect();
+    let header = Row {
+        cluster: "CLUSTER".into(),
+        node: "NODE".into(),
+        template: "TEMPLATE".into(),
+        state: "STATE".into(),
+        storage: "STORAGE".into(),
+        detail: "DETAIL".into(),
+    };
+    let width = |f: fn(&Row) -> &str| rows.iter().chain([&header]).map(|r| f(r).chars().count()).max().unwrap_or(0);
+    let w =
+        [width(|r| &r.cluster), width(|r| &r.node), width(|r| &r.template), width(|r| &r.state), width(|r| &r.storage)];
+    let mut out = String::new();
+    for r in [&header].into_iter().chain(rows.iter()) {
+        out.push_str(&format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}\n",
+            r.cluster,
+            r.node,
+            r.template,
+            r.state,
+            r.storage,
+            r.detail,
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4]
+        ));
+    }
+    match outcomes {
+        None => out.push_str(&format!("Plan: {}\n", summary(plan))),
+        Some(o) => {
+            let ok = o.iter().filter(|o| matches!(o, Outcome::Finished { .. })).count();
+            out.push_str(&format!("Applied: {ok} of {} downloads finished; plan was {}\n", o.len(), summary(plan)));
+        }
+    }
+    out
+}
+
+/// The plan (and outcomes) as JSON.
+pub(super) fn render_json(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
+    let mut v = json!({ "items": plan.items, "downloads": plan.downloads });
+    if let Some(o) = outcomes {
+        v["outcomes"] = json!(o);
+    }
+    serde_json::to_string_pretty(&v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -1,0 +1,90 @@
+//! `vztmpld status`: a running daemon's status as a nodes × templates table.
+
+use super::{ExitStatus, print};
+use crate::daemon::status::{Status, TemplateState};
+
+/// Fetches `/api/v1/status` from `addr` and prints it; exit 0 when every template is cached, 1 otherwise.
+pub(super) async fn run(addr: &str, json: bool) -> anyhow::Result<ExitStatus> {
+    let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).no_proxy().build()?;
+    let response = client
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {base}: {e} (is `vztmpld run` up? see --addr)"))?;
+    let status: Status = response.json().await?;
+    if json {
+        print(&(serde_json::to_string_pretty(&status)? + "\n"))?;
+    } else {
+        print(&render(&status))?;
+    }
+    Ok(if status.ready && status.all_cached() { ExitStatus::Success } else { ExitStatus::Failure })
+}
+
+/// The table: one row per node, one column per template; ✓ cached, ↓ downloading (with %), ✗ failed or
+/// blocked (reasons listed below), · missing.
+pub(super) fn render(status: &Status) -> String {
+    let mut templates: Vec<String> = Vec::new();
+    for t in status.clusters.iter().flat_map(|c| &c.nodes).flat_map(|n| &n.templates) {
+        if !templates.contains(&t.template) {
+            templates.push(t.template.clone());
+        }
+    }
+    let mut rows: Vec<Vec<String>> =
+        vec![std::iter::once("NODE".to_string()).chain(templates.iter().cloned()).collect()];
+    let mut notes = Vec::new();
+    for c in &status.clusters {
+        for n in &c.nodes {
+            let mut row = vec![format!("{}/{}", c.name, n.name)];
+            for label in &templates {
+                let cell = match n.templates.iter().find(|t| &t.template == label) {
+                    None => "".to_string(),
+                    Some(t) => match t.state {
+                        TemplateState::Cached => "✓".to_string(),
+                        TemplateState::Downloading => format!("↓ {}%", t.progress.unwrap_or(0)),
+                        TemplateState::Missing => "·".to_string(),
+                        TemplateState::Failed | TemplateState::Blocked => {
+                            notes.push(format!(
+                                "{}/{} {}: {}",
+                                c.name,
+                                n.name,
+                                t.template,
+                                t.error.clone().unwrap_or_default()
+                            ));
+                            format!("✗ [{}]", notes.len())
+                        }
+                    },
+                };
+                row.push(cell);
+            }
+            rows.push(row);
+        }
+    }
+    let cols = rows[0].len();
+    let widths: Vec<usize> =
+        (0..cols).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> =
+            r.iter().enumerate().map(|(i, c)| format!("{c}{}", " ".repeat(widths[i] - c.chars().count()))).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for (i, n) in notes.iter().enumerate() {
+        out.push_str(&format!("[{}] {n}\n", i + 1));
+    }
+    let last = status.last_pass.as_ref().map_or("no pass yet".to_string(), |p| {
+        format!(
+            "last pass {} ({}, trigger {})",
+            p.outcome.as_str(),
+            p.finished_at.clone().unwrap_or_else(|| "running".into()),
+            p.trigger
+        )
+    });
+    out.push_str(&format!("config generation {} · {last}\n", status.config.generation));
+    out
+}

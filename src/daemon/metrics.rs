@@ -1,0 +1,183 @@
+//! Prometheus metrics (prometheus-client: an explicit registry, no globals), served as text on `/metrics`.
+//! Written only through the `record_*` methods; every label is low-cardinality (no template names, no UPIDs).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::status::{PassOutcome, Status};
+use crate::pve::ApiAnswer;
+use crate::reconcile::apply::Outcome;
+use crate::reconcile::plan::{ItemState, Plan};
+
+/// `{outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// `{cluster,node,state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TemplateLabels {
+    cluster: String,
+    node: String,
+    state: &'static str,
+}
+
+/// `{cluster,outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DownloadLabels {
+    cluster: String,
+    outcome: &'static str,
+}
+
+/// `{result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabel {
+    result: &'static str,
+}
+
+/// `{cluster,code}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    cluster: String,
+    code: String,
+}
+
+/// `{cluster,kind}`: `PveError::kind()`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiErrorLabels {
+    cluster: String,
+    kind: String,
+}
+
+/// Every metric vztmpld exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconcile_total: Family<OutcomeLabel, Counter>,
+    reconcile_duration: Histogram,
+    templates: Family<TemplateLabels, Gauge>,
+    downloads_total: Family<DownloadLabels, Counter>,
+    download_bytes_total: Counter,
+    cache_lookups_total: Family<LookupLabel, Counter>,
+    api_requests_total: Family<ApiLabels, Counter>,
+    api_errors_total: Family<ApiErrorLabels, Counter>,
+    config_reloads_total: Family<OutcomeLabel, Counter>,
+    config_generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `vztmpld_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vztmpld");
+        let m = Self {
+            reconcile_total: Family::default(),
+            reconcile_duration: Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
+            templates: Family::default(),
+            downloads_total: Family::default(),
+            download_bytes_total: Counter::default(),
+            cache_lookups_total: Family::default(),
+            api_requests_total: Family::default(),
+            api_errors_total: Family::default(),
+            config_reloads_total: Family::default(),
+            config_generation: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconcile", "Reconcile passes by outcome", m.reconcile_total.clone());
+        registry.register("reconcile_duration_seconds", "Duration of reconcile passes", m.reconcile_duration.clone());
+        registry.register("templates", "Templates per node by state", m.templates.clone());
+        registry.register("downloads", "Finished downloads by outcome", m.downloads_total.clone());
+        registry.register("download_bytes", "Bytes downloaded by finished downloads", m.download_bytes_total.clone());
+        registry.register("cache_lookups", "Cache lookups (hit: template present)", m.cache_lookups_total.clone());
+        registry.register("api_requests", "Proxmox API answers by status code", m.api_requests_total.clone());
+        registry.register("api_errors", "Failed Proxmox API calls by kind of error", m.api_errors_total.clone());
+        registry.register("config_reloads", "Configuration reloads by outcome", m.config_reloads_total.clone());
+        registry.register("config_generation", "Generation of the configuration in force", m.config_generation.clone());
+        Self { registry, ..m }
+    }
+
+    /// The registry in Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// One answer (or failure) of a cluster's API.
+    pub fn record_api(&self, cluster: &str, answer: ApiAnswer<'_>) {
+        match answer {
+            ApiAnswer::Status(code) => {
+                let labels = ApiLabels { cluster: cluster.to_string(), code: code.to_string() };
+                self.api_requests_total.get_or_create(&labels).inc();
+            }
+            ApiAnswer::Failed(e) => {
+                if e.status().is_none() {
+                    let labels = ApiLabels { cluster: cluster.to_string(), code: "error".into() };
+                    self.api_requests_total.get_or_create(&labels).inc();
+                }
+                let labels = ApiErrorLabels { cluster: cluster.to_string(), kind: e.kind() };
+                self.api_errors_total.get_or_create(&labels).inc();
+            }
+        }
+    }
+
+    /// A configuration (re)load: `Some(generation)` when it took effect, `None` when it was rejected.
+    pub fn record_reload(&self, generation: Option<u64>) {
+        let outcome = if generation.is_some() { "success" } else { "failure" };
+        self.config_reloads_total.get_or_create(&OutcomeLabel { outcome }).inc();
+        if let Some(g) = generation {
+            self.config_generation.set(i64::try_from(g).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The first configuration, before any reload.
+    pub fn record_initial_config(&self) {
+        self.config_generation.set(1);
+    }
+
+    /// A finished pass: its duration and outcome, lookups, downloads, and templates per node and state.
+    pub fn record_pass(
+        &self,
+        plan: &Plan,
+        outcomes: &[Outcome],
+        status: &Status,
+        elapsed: Duration,
+        outcome: PassOutcome,
+    ) {
+        self.reconcile_duration.observe(elapsed.as_secs_f64());
+        self.reconcile_total.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
+        let hits = plan.items.iter().filter(|i| matches!(i.state, ItemState::Cached { .. })).count();
+        let misses = plan.items.len() - hits;
+        self.cache_lookups_total.get_or_create(&LookupLabel { result: "hit" }).inc_by(hits as u64);
+        self.cache_lookups_total.get_or_create(&LookupLabel { result: "miss" }).inc_by(misses as u64);
+        for (d, o) in plan.downloads.iter().zip(outcomes) {
+            let outcome = match o {
+                Outcome::Finished { bytes, .. } => {
+                    self.download_bytes_total.inc_by(bytes.unwrap_or(0));
+                    "success"
+                }
+                Outcome::Failed { .. } => "failure",
+            };
+            self.downloads_total.get_or_create(&DownloadLabels { cluster: d.cluster.clone(), outcome }).inc();
+        }
+        self.templates.clear();
+        for ((cluster, node, state), count) in status.counts() {
+            let labels = TemplateLabels { cluster: cluster.into(), node: node.into(), state: state.as_str() };
+            self.templates.get_or_create(&labels).set(count);
+        }
+    }
+}

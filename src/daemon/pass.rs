@@ -1,0 +1,78 @@
+//! One reconcile pass as the daemon runs it: its own task (so the loop keeps answering signals and the
+//! watchdog while downloads are followed), publishing the plan and live progress to the status as it goes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::control::Trigger;
+use super::scheduler::NodeKey;
+use super::server::Shared;
+use crate::reconcile::apply::{self, Outcome, Progress, ProgressSink};
+use crate::reconcile::plan::{ItemState, Plan};
+use crate::reconcile::{self, Fleet};
+
+/// What a finished pass hands back to the loop.
+#[derive(Debug)]
+pub(super) struct PassResult {
+    pub(super) plan: Plan,
+    pub(super) outcomes: Vec<Outcome>,
+    pub(super) started: Instant,
+    pub(super) trigger: Trigger,
+}
+
+impl PassResult {
+    /// Per node: whether it had a failure a later pass may fix (a retryable block, or a retryable download
+    /// failure). Nodes with only permanent problems are not retried early.
+    pub(super) fn failing_nodes(&self) -> BTreeMap<NodeKey, bool> {
+        let mut nodes: BTreeMap<NodeKey, bool> = BTreeMap::new();
+        for item in &self.plan.items {
+            let failing = match &item.state {
+                ItemState::Blocked(b) => b.retryable,
+                ItemState::Download { download } => {
+                    matches!(self.outcomes.get(*download), Some(Outcome::Failed { retryable: true, .. }))
+                }
+                ItemState::Cached { .. } => false,
+            };
+            *nodes.entry((item.cluster.clone(), item.node.to_string())).or_default() |= failing;
+        }
+        nodes
+    }
+}
+
+/// Starts a pass: observe → plan (published at once) → apply (progress published as it comes).
+pub(super) fn spawn(fleet: Fleet, shared: Arc<Shared>, trigger: Trigger) -> JoinHandle<PassResult> {
+    shared.update(|s| s.start_pass(trigger, SystemTime::now()));
+    tracing::debug!(%trigger, "reconcile pass started");
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let plan = fleet.plan().await;
+        reconcile::log_lookups(&plan);
+        shared.update(|s| s.publish_plan(&plan, None, SystemTime::now()));
+        let outcomes = apply::apply(&fleet, &plan, Some(progress_sink(&plan, &shared))).await;
+        PassResult { plan, outcomes, started, trigger }
+    })
+}
+
+/// Marks every (node, template) a download serves as downloading, with its UPID and percent.
+fn progress_sink(plan: &Plan, shared: &Arc<Shared>) -> ProgressSink {
+    // Per download: the cluster and the (node, template) items it serves, computed once.
+    let mut served: Vec<(String, Vec<(String, String)>)> =
+        plan.downloads.iter().map(|d| (d.cluster.clone(), Vec::new())).collect();
+    for item in &plan.items {
+        if let ItemState::Download { download } = item.state {
+            if let Some((_, items)) = served.get_mut(download) {
+                items.push((item.node.to_string(), item.template.clone()));
+            }
+        }
+    }
+    let shared = Arc::clone(shared);
+    Arc::new(move |p: Progress| {
+        if let Some((cluster, items)) = served.get(p.download) {
+            shared.update(|s| s.record_progress(cluster, items, &p.upid, p.percent));
+        }
+    })
+}

@@ -1,0 +1,440 @@
+//! The status snapshot the daemon keeps and `/api/v1/status` serves: which nodes have which templates,
+//! what is downloading, what failed or is blocked and why, with kube-style conditions.
+//!
+//! The loop changes it only through the methods here (`start_pass`, `publish_plan`, `finish_pass`, ...);
+//! the JSON shape is a contract (`tests/status_json.rs` pins it).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::control::Trigger;
+use crate::reconcile::apply::Outcome;
+use crate::reconcile::plan::{ItemState, Plan, Scope};
+
+/// RFC 3339 time, to the second.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The whole snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub config: ConfigStatus,
+    /// Config loaded and at least one pass finished.
+    pub ready: bool,
+    pub pass_running: bool,
+    pub last_pass: Option<PassStatus>,
+    pub next_pass_at: Option<String>,
+    /// Set by `POST /api/v1/reconcile`, cleared when that pass starts.
+    pub reconcile_requested_at: Option<String>,
+    pub conditions: Vec<Condition>,
+    pub clusters: Vec<ClusterStatus>,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub path: String,
+    /// Increments on each successful reload.
+    pub generation: u64,
+    pub loaded_at: Option<String>,
+    pub last_reload_error: Option<String>,
+}
+
+/// How a pass ended (or that it is still running).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassOutcome {
+    #[default]
+    Running,
+    /// Every targeted template is cached.
+    Converged,
+    /// Something failed or is blocked.
+    Degraded,
+    /// The daemon stopped while the pass ran.
+    Interrupted,
+}
+
+impl PassOutcome {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassOutcome::Running => "running",
+            PassOutcome::Converged => "converged",
+            PassOutcome::Degraded => "degraded",
+            PassOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PassStatus {
+    pub trigger: Trigger,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub outcome: PassOutcome,
+}
+
+/// The kinds of condition, as Kubernetes controllers name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionType {
+    Ready,
+    Reconciling,
+    Degraded,
+    Stalled,
+}
+
+/// `True` or `False`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(on: bool) -> Self {
+        if on { ConditionStatus::True } else { ConditionStatus::False }
+    }
+}
+
+/// A kube-style condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+    #[serde(rename = "lastTransitionTime")]
+    pub last_transition_time: String,
+}
+
+/// One cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub error: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node (or `*`: the whole cluster, when it could not be observed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub conditions: Vec<Condition>,
+    /// Consecutive passes with a failure on this node.
+    pub failures: u32,
+    pub next_retry: Option<String>,
+    pub templates: Vec<TemplateStatus>,
+}
+
+/// Where one template stands on one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateState {
+    Cached,
+    /// Planned for download, not started yet.
+    #[default]
+    Missing,
+    Downloading,
+    Failed,
+    Blocked,
+}
+
+impl TemplateState {
+    /// The label used in metrics and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateState::Cached => "cached",
+            TemplateState::Missing => "missing",
+            TemplateState::Downloading => "downloading",
+            TemplateState::Failed => "failed",
+            TemplateState::Blocked => "blocked",
+        }
+    }
+}
+
+/// One template on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateStatus {
+    pub template: String,
+    pub state: TemplateState,
+    pub volid: Option<String>,
+    pub storage: Option<String>,
+    pub upid: Option<String>,
+    pub progress: Option<u8>,
+    pub error: Option<String>,
+    pub next_retry: Option<String>,
+}
+
+/// A node's retry schedule after a pass, as the scheduler decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRetry {
+    pub failures: u32,
+    pub after: Duration,
+}
+
+/// Builds per-node template states from a plan, and (once applied) its outcomes.
+pub fn templates_from(plan: &Plan, outcomes: Option<&[Outcome]>) -> BTreeMap<(String, Scope), Vec<TemplateStatus>> {
+    let mut out: BTreeMap<(String, Scope), Vec<TemplateStatus>> = BTreeMap::new();
+    for item in &plan.items {
+        let base = TemplateStatus { template: item.template.clone(), ..Default::default() };
+        let t = match &item.state {
+            ItemState::Cached { volid } => TemplateStatus {
+                state: TemplateState::Cached,
+                storage: volid.split(':').next().map(String::from),
+                volid: Some(volid.clone()),
+                ..base
+            },
+            ItemState::Download { download } => {
+                let d = &plan.downloads[*download];
+                let storage = Some(d.storage.clone());
+                match outcomes.and_then(|o| o.get(*download)) {
+                    None => TemplateStatus { state: TemplateState::Missing, storage, ..base },
+                    Some(Outcome::Finished { .. }) => {
+                        TemplateStatus { state: TemplateState::Cached, storage, volid: Some(d.volid()), ..base }
+                    }
+                    Some(Outcome::Failed { upid, error, .. }) => TemplateStatus {
+                        state: TemplateState::Failed,
+                        storage,
+                        upid: upid.clone(),
+                        error: Some(error.clone()),
+                        ..base
+                    },
+                }
+            }
+            ItemState::Blocked(b) => {
+                TemplateStatus { state: TemplateState::Blocked, error: Some(b.reason.clone()), ..base }
+            }
+        };
+        out.entry((item.cluster.clone(), item.node.clone())).or_default().push(t);
+    }
+    out
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+pub fn set_condition(
+    list: &mut Vec<Condition>,
+    kind: ConditionType,
+    on: bool,
+    reason: &str,
+    message: String,
+    now: &str,
+) {
+    let status = ConditionStatus::from(on);
+    match list.iter_mut().find(|c| c.kind == kind) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = status;
+            c.reason = reason.into();
+            c.message = message;
+        }
+        None => {
+            list.push(Condition { kind, status, reason: reason.into(), message, last_transition_time: now.to_string() })
+        }
+    }
+}
+
+fn is_on(list: &[Condition], kind: ConditionType) -> bool {
+    list.iter().any(|c| c.kind == kind && c.status == ConditionStatus::True)
+}
+
+impl NodeStatus {
+    /// Derives the node's conditions from its templates.
+    fn derive_conditions(&mut self, now: &str) {
+        let count = |s: TemplateState| self.templates.iter().filter(|t| t.state == s).count();
+        let first_error = |s: TemplateState| {
+            self.templates
+                .iter()
+                .find(|t| t.state == s)
+                .map(|t| format!("{}: {}", t.template, t.error.clone().unwrap_or_default()))
+                .unwrap_or_default()
+        };
+        let total = self.templates.len();
+        let cached = count(TemplateState::Cached);
+        let failed = count(TemplateState::Failed);
+        let blocked = count(TemplateState::Blocked);
+        let moving = count(TemplateState::Downloading) + count(TemplateState::Missing) > 0;
+        let message =
+            if failed == 0 { first_error(TemplateState::Blocked) } else { first_error(TemplateState::Failed) };
+        let stalled_message = first_error(TemplateState::Blocked);
+        let conds = &mut self.conditions;
+        let ready_message = format!("{cached} of {total} templates cached");
+        set_condition(conds, ConditionType::Ready, cached == total, "TemplatesCached", ready_message, now);
+        set_condition(conds, ConditionType::Reconciling, moving, "Downloading", String::new(), now);
+        let reason = if failed == 0 { "Blocked" } else { "DownloadFailed" };
+        set_condition(conds, ConditionType::Degraded, failed + blocked > 0, reason, message, now);
+        let stalled = blocked > 0 && failed == 0;
+        set_condition(conds, ConditionType::Stalled, stalled, "Blocked", stalled_message, now);
+    }
+}
+
+impl Status {
+    /// A fresh snapshot for a daemon reading `config_path`.
+    pub fn new(config_path: String) -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").into(),
+            config: ConfigStatus { path: config_path, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    /// A node's status.
+    pub fn node(&self, cluster: &str, node: &str) -> Option<&NodeStatus> {
+        self.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name == node)
+    }
+
+    /// Whether every template on every node is cached.
+    pub fn all_cached(&self) -> bool {
+        self.templates().all(|t| t.state == TemplateState::Cached)
+    }
+
+    /// Every template entry.
+    pub fn templates(&self) -> impl Iterator<Item = &TemplateStatus> {
+        self.clusters.iter().flat_map(|c| &c.nodes).flat_map(|n| &n.templates)
+    }
+
+    /// A configuration generation took effect.
+    pub fn config_loaded(&mut self, generation: u64, now: SystemTime) {
+        self.config.generation = generation;
+        self.config.loaded_at = Some(timestamp(now));
+        self.config.last_reload_error = None;
+    }
+
+    /// An edit was rejected; the running configuration stays.
+    pub fn reload_rejected(&mut self, error: String) {
+        self.config.last_reload_error = Some(error);
+    }
+
+    /// `POST /api/v1/reconcile` arrived.
+    pub fn reconcile_requested(&mut self, now: SystemTime) {
+        self.reconcile_requested_at = Some(timestamp(now));
+    }
+
+    /// A pass began.
+    pub fn start_pass(&mut self, trigger: Trigger, now: SystemTime) {
+        let stamp = timestamp(now);
+        self.pass_running = true;
+        self.reconcile_requested_at = None;
+        let message = format!("trigger {}", trigger.as_str());
+        set_condition(&mut self.conditions, ConditionType::Reconciling, true, "PassRunning", message, &stamp);
+        self.last_pass = Some(PassStatus {
+            trigger,
+            started_at: stamp,
+            finished_at: None,
+            duration_seconds: None,
+            outcome: PassOutcome::Running,
+        });
+    }
+
+    /// Replaces the cluster/node/template part with a plan's view (and, once applied, its outcomes).
+    pub fn publish_plan(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) {
+        let stamp = timestamp(now);
+        let mut clusters: Vec<ClusterStatus> = Vec::new();
+        for ((cluster, scope), templates) in templates_from(plan, outcomes) {
+            let prev = self.node(&cluster, scope.as_str()).cloned().unwrap_or_default();
+            if clusters.last().is_none_or(|c| c.name != cluster) {
+                clusters.push(ClusterStatus { name: cluster.clone(), ..Default::default() });
+            }
+            let Some(c) = clusters.last_mut() else { continue };
+            if scope == Scope::Cluster {
+                c.error = templates.first().and_then(|t| t.error.clone());
+            }
+            let mut n = NodeStatus { name: scope.as_str().to_string(), templates, ..prev };
+            n.derive_conditions(&stamp);
+            c.nodes.push(n);
+        }
+        self.clusters = clusters;
+    }
+
+    /// A download of `(node, template)` items made progress.
+    pub fn record_progress(&mut self, cluster: &str, items: &[(String, String)], upid: &str, percent: Option<u8>) {
+        for c in self.clusters.iter_mut().filter(|c| c.name == cluster) {
+            for n in c.nodes.iter_mut() {
+                for t in n.templates.iter_mut() {
+                    if items.iter().any(|(node, tpl)| *node == n.name && *tpl == t.template) {
+                        t.state = TemplateState::Downloading;
+                        t.upid = Some(upid.to_string());
+                        t.progress = percent;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pass ended: records its outcome, each node's retry schedule, and the daemon's conditions.
+    pub fn finish_pass(
+        &mut self,
+        elapsed: Duration,
+        retries: &BTreeMap<(String, String), NodeRetry>,
+        now: SystemTime,
+    ) -> PassOutcome {
+        let stamp = timestamp(now);
+        let outcome = if self.all_cached() { PassOutcome::Converged } else { PassOutcome::Degraded };
+        self.pass_running = false;
+        self.ready = true;
+        if let Some(last) = self.last_pass.as_mut() {
+            last.finished_at = Some(stamp.clone());
+            last.duration_seconds = Some((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
+            last.outcome = outcome;
+        }
+        for c in self.clusters.iter_mut() {
+            for n in c.nodes.iter_mut() {
+                let retry = retries.get(&(c.name.clone(), n.name.clone()));
+                n.failures = retry.map_or(0, |r| r.failures);
+                n.next_retry = retry.map(|r| timestamp(now + r.after));
+                for t in n.templates.iter_mut() {
+                    if matches!(t.state, TemplateState::Failed | TemplateState::Blocked) {
+                        t.next_retry = n.next_retry.clone();
+                    }
+                }
+            }
+        }
+        let nodes = || self.clusters.iter().flat_map(|c| &c.nodes);
+        let degraded: Vec<String> =
+            nodes().filter(|n| is_on(&n.conditions, ConditionType::Degraded)).map(|n| n.name.clone()).collect();
+        let stalled = nodes().any(|n| is_on(&n.conditions, ConditionType::Stalled));
+        let conds = &mut self.conditions;
+        let message = format!("last pass {}", outcome.as_str());
+        let converged = outcome == PassOutcome::Converged;
+        set_condition(conds, ConditionType::Ready, converged, "PassFinished", message, &stamp);
+        set_condition(conds, ConditionType::Reconciling, false, "Idle", String::new(), &stamp);
+        let any_degraded = !degraded.is_empty();
+        set_condition(conds, ConditionType::Degraded, any_degraded, "NodesDegraded", degraded.join(", "), &stamp);
+        set_condition(conds, ConditionType::Stalled, stalled, "Blocked", String::new(), &stamp);
+        outcome
+    }
+
+    /// The daemon stopped during a pass.
+    pub fn interrupt_pass(&mut self) {
+        self.pass_running = false;
+        if let Some(last) = self.last_pass.as_mut().filter(|l| l.finished_at.is_none()) {
+            last.outcome = PassOutcome::Interrupted;
+        }
+    }
+
+    /// When the next pass is due.
+    pub fn set_next_pass(&mut self, at: SystemTime) {
+        self.next_pass_at = Some(timestamp(at));
+    }
+
+    /// Templates per (cluster, node, state), for the metrics gauge.
+    pub fn counts(&self) -> BTreeMap<(&str, &str, TemplateState), i64> {
+        let mut counts = BTreeMap::new();
+        for c in &self.clusters {
+            for n in &c.nodes {
+                for t in &n.templates {
+                    *counts.entry((c.name.as_str(), n.name.as_str(), t.state)).or_default() += 1;
+                }
+            }
+        }
+        counts
+    }
+}

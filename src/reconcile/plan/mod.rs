@@ -1,0 +1,233 @@
+//! Plan: a pure function of (desired, observed). No I/O, no clock, no randomness.
+//!
+//! For each targeted (node, template) the plan says Cached, Download or Blocked. A download to a shared
+//! storage is planned once and satisfies every node that sees that storage.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+mod planner;
+#[cfg(test)]
+mod tests;
+
+use planner::{ClusterPlanner, Resolution};
+
+use super::observation::ClusterObservation;
+use crate::config::{Config, TemplateConfig};
+
+/// Room assumed for a template whose size is not known yet (Proxmox's index does not carry sizes).
+pub const DEFAULT_SIZE_ESTIMATE: u64 = 512 * 1024 * 1024;
+
+/// The whole plan of a pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub items: Vec<PlanItem>,
+    pub downloads: Vec<Download>,
+}
+
+/// The state of one template on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanItem {
+    pub cluster: String,
+    pub node: Scope,
+    /// The template's label (`alpine-3.22`, or a url template's file name).
+    pub template: String,
+    pub state: ItemState,
+}
+
+/// What the plan decided for one (node, template).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ItemState {
+    /// A matching file is there.
+    Cached { volid: String },
+    /// `plan.downloads[download]` will provide it.
+    Download { download: usize },
+    /// It cannot be provided until something changes.
+    Blocked(Blocked),
+}
+
+/// Why something cannot be provided, and whether it may resolve by itself (a node back online) or needs a
+/// person (a privilege, a spelling).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub reason: String,
+    pub retryable: bool,
+}
+
+impl Blocked {
+    /// Blocked until something outside changes by itself (network, a node coming back).
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), retryable: true }
+    }
+
+    /// Blocked until a person changes something (configuration, privileges, the cluster's storages).
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), retryable: false }
+    }
+}
+
+/// What a plan item is about: one node, or the whole cluster when the cluster itself could not be observed.
+/// Serialized as the node's name, or `*` for the cluster (the JSON contract of `plan --output json` and
+/// `/api/v1/status`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Every targeted node of the cluster.
+    Cluster,
+    /// One node.
+    Node(String),
+}
+
+impl Scope {
+    /// The node's name, or `*` for the whole cluster.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Scope::Cluster => "*",
+            Scope::Node(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One download to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Download {
+    pub cluster: String,
+    /// The node whose API runs the task.
+    pub node: String,
+    pub storage: String,
+    pub shared: bool,
+    /// The file name it will have.
+    pub file: String,
+    pub source: Source,
+    /// Nodes it satisfies.
+    pub for_nodes: Vec<String>,
+}
+
+impl Download {
+    /// The volume id it will produce.
+    pub fn volid(&self) -> String {
+        format!("{}:vztmpl/{}", self.storage, self.file)
+    }
+}
+
+/// How a download is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /nodes/{node}/aplinfo` with the index's file name; Proxmox verifies the index's sha512.
+    Appliance { template: String },
+    /// `POST .../download-url` with a checksum.
+    Url { url: String, algorithm: String, checksum: String },
+}
+
+impl Plan {
+    /// Whether anything is to be downloaded.
+    pub fn has_downloads(&self) -> bool {
+        !self.downloads.is_empty()
+    }
+
+    /// Whether anything is blocked.
+    pub fn has_blocked(&self) -> bool {
+        self.items.iter().any(|i| matches!(i.state, ItemState::Blocked(_)))
+    }
+}
+
+/// Computes the plan for every configured cluster from its observation.
+pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
+    let mut out = Plan::default();
+    for cluster in &config.clusters {
+        let Some(obs) = observed.iter().find(|o| o.name == cluster.name) else { continue };
+        let templates: Vec<&TemplateConfig> =
+            config.templates.iter().filter(|t| t.clusters.as_ref().is_none_or(|c| c.contains(&cluster.name))).collect();
+        if let Some(err) = &obs.error {
+            for t in &templates {
+                out.items.push(PlanItem {
+                    cluster: cluster.name.clone(),
+                    node: Scope::Cluster,
+                    template: t.label.clone(),
+                    state: ItemState::Blocked(Blocked { reason: err.clone(), retryable: obs.error_retryable }),
+                });
+            }
+            continue;
+        }
+        let ctx = ClusterPlanner { obs, selector: &cluster.storage, load: Default::default() };
+        for node in &obs.nodes {
+            for t in templates.iter().filter(|t| t.applies_to(&cluster.name, &node.name)) {
+                let state = match ctx.resolve(node, t) {
+                    Resolution::Cached(volid) => ItemState::Cached { volid },
+                    Resolution::Blocked(blocked) => ItemState::Blocked(blocked),
+                    Resolution::Download(d) => {
+                        let before = out.downloads.len();
+                        let via = d.node.clone();
+                        let download = out.add_download(*d, &node.name);
+                        if out.downloads.len() > before {
+                            *ctx.load.borrow_mut().entry(via).or_default() += 1;
+                        }
+                        ItemState::Download { download }
+                    }
+                };
+                out.items.push(PlanItem {
+                    cluster: cluster.name.clone(),
+                    node: Scope::Node(node.name.clone()),
+                    template: t.label.clone(),
+                    state,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl Plan {
+    /// Adds a download, or joins an identical one (same cluster, storage, storage instance and file).
+    fn add_download(&mut self, d: Download, node: &str) -> usize {
+        let same = |o: &Download| {
+            o.cluster == d.cluster
+                && o.storage == d.storage
+                && o.file == d.file
+                && (d.shared || o.node == d.node)
+                && o.shared == d.shared
+        };
+        if let Some(i) = self.downloads.iter().position(same) {
+            if !self.downloads[i].for_nodes.iter().any(|n| n == node) {
+                self.downloads[i].for_nodes.push(node.to_string());
+            }
+            return i;
+        }
+        self.downloads.push(Download { for_nodes: vec![node.to_string()], ..d });
+        self.downloads.len() - 1
+    }
+}
+
+/// A short text of the plan's totals, e.g. `3 cached, 2 to download (1 shared), 1 blocked`.
+pub fn summary(plan: &Plan) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for item in &plan.items {
+        let key = match item.state {
+            ItemState::Cached { .. } => "cached",
+            ItemState::Download { .. } => "missing",
+            ItemState::Blocked(_) => "blocked",
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    format!(
+        "{} cached, {} missing ({} downloads), {} blocked",
+        counts.get("cached").unwrap_or(&0),
+        counts.get("missing").unwrap_or(&0),
+        plan.downloads.len(),
+        counts.get("blocked").unwrap_or(&0)
+    )
+}

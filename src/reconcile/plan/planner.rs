@@ -1,0 +1,314 @@
+//! One cluster's planning: for a (node, template), is a matching file there, where would a miss go (target
+//! storage, room, privileges), and through which node (least loaded for shared storages).
+
+use std::collections::BTreeMap;
+
+use super::{Blocked, DEFAULT_SIZE_ESTIMATE, Download, Source};
+use crate::config::{Checksum, Policy, StorageSelector, TemplateConfig, TemplateSource};
+use crate::reconcile::observation::{ClusterObservation, IndexEntry, NodeObservation, StorageObservation, find_cached};
+use crate::template::{TemplateSpec, compare_recency};
+
+pub(super) enum Resolution {
+    Cached(String),
+    Download(Box<Download>),
+    Blocked(Blocked),
+}
+
+pub(super) struct ClusterPlanner<'a> {
+    pub(super) obs: &'a ClusterObservation,
+    pub(super) selector: &'a StorageSelector,
+    /// Downloads planned per node so far: shared downloads go to the least-loaded node that can run them.
+    pub(super) load: std::cell::RefCell<BTreeMap<String, usize>>,
+}
+
+impl ClusterPlanner<'_> {
+    pub(super) fn resolve(&self, node: &NodeObservation, t: &TemplateConfig) -> Resolution {
+        if let Some(err) = &node.error {
+            return Resolution::Blocked(Blocked::permanent(err.clone()));
+        }
+        if !node.online {
+            return Resolution::Blocked(Blocked::retryable(format!("node {} is offline", node.name)));
+        }
+        let visible: Vec<&str> =
+            self.obs.storages.values().filter(|s| s.active_on(&node.name)).map(|s| s.id.as_str()).collect();
+        if visible.is_empty() {
+            return Resolution::Blocked(Blocked::permanent(format!(
+                "node {} has no active storage with vztmpl content; enable 'Container template' on a storage (Datacenter → Storage)",
+                node.name
+            )));
+        }
+        if let Some(err) = self.listing_error(&node.name) {
+            return Resolution::Blocked(Blocked::retryable(err));
+        }
+        match &t.source {
+            TemplateSource::Url { url, checksum, filename } => {
+                self.resolve_url(node, t, url.as_str(), checksum, filename)
+            }
+            TemplateSource::Appliance(spec) => self.resolve_appliance(node, t, spec),
+        }
+    }
+
+    /// A listing that failed on a storage the node uses: the cache state is unknown, so nothing is decided.
+    fn listing_error(&self, node: &str) -> Option<String> {
+        self.obs.storages.values().filter(|s| s.active_on(node)).find_map(|s| match s.volumes_for(node) {
+            Some(Err(e)) => Some(format!("cannot list storage {}: {e}", s.id)),
+            _ => None,
+        })
+    }
+
+    fn has_file(&self, node: &str, file: &str) -> Option<String> {
+        find_cached(self.obs, node, "", &TemplateSpec::File(file.to_string())).map(|v| v.volid.clone())
+    }
+
+    fn resolve_url(
+        &self,
+        node: &NodeObservation,
+        t: &TemplateConfig,
+        url: &str,
+        checksum: &Checksum,
+        filename: &str,
+    ) -> Resolution {
+        if let Some(volid) = self.has_file(&node.name, filename) {
+            return Resolution::Cached(volid);
+        }
+        let (storage, shared) = match self.writable_target(node, t) {
+            Ok(target) => target,
+            Err(r) => return r,
+        };
+        let perms = &self.obs.permissions;
+        let via = if shared {
+            self.least_loaded(
+                self.online_nodes_seeing(&storage).into_iter().filter(|n| perms.may_download_url(n)),
+                &node.name,
+            )
+        } else if perms.may_download_url(&node.name) {
+            Some(node.name.clone())
+        } else {
+            None
+        };
+        let Some(via) = via else {
+            return Resolution::Blocked(Blocked::permanent(format!(
+                "download-url needs Sys.AccessNetwork on /nodes/{} (or Sys.Audit+Sys.Modify on /); grant it to the token",
+                node.name
+            )));
+        };
+        Resolution::Download(Box::new(Download {
+            cluster: self.obs.name.clone(),
+            node: via,
+            storage,
+            shared,
+            file: filename.to_string(),
+            source: Source::Url {
+                url: url.to_string(),
+                algorithm: checksum.algorithm.clone(),
+                checksum: checksum.hex.clone(),
+            },
+            for_nodes: Vec::new(),
+        }))
+    }
+
+    fn resolve_appliance(&self, node: &NodeObservation, t: &TemplateConfig, spec: &TemplateSpec) -> Resolution {
+        let newest = self.newest_entry(spec, &node.arch);
+        let cached = find_cached(self.obs, &node.name, &node.arch, spec).map(|v| v.volid.clone());
+        match (t.policy, &newest, cached) {
+            (Policy::Present, _, Some(volid)) => return Resolution::Cached(volid),
+            (Policy::Latest, Some(entry), _) => {
+                if let Some(volid) = self.has_file(&node.name, &entry.template) {
+                    return Resolution::Cached(volid);
+                }
+            }
+            // No index knows anything newer: what is there is the latest known.
+            (Policy::Latest, None, Some(volid)) => return Resolution::Cached(volid),
+            _ => {}
+        }
+        let Some(entry) = newest else {
+            let stale: Vec<&str> = self
+                .obs
+                .indexes
+                .iter()
+                .filter(|(_, idx)| idx.as_ref().is_ok_and(|e| e.is_empty()))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let hint = if stale.is_empty() {
+                "check the spelling, or run `pveam update` on the nodes (the index may be stale)".to_string()
+            } else {
+                format!("the index is empty on {}: run `pveam update` there", stale.join(", "))
+            };
+            let unknown = self.obs.indexes.is_empty() || self.obs.indexes.values().all(|i| i.is_err());
+            let reason = if unknown {
+                "no appliance index could be read on any node of the cluster".to_string()
+            } else {
+                format!("'{spec}' ({}) is in no node's appliance index; {hint}", node.arch)
+            };
+            return Resolution::Blocked(Blocked { reason, retryable: unknown });
+        };
+        let (storage, shared) = match self.writable_target(node, t) {
+            Ok(target) => target,
+            Err(r) => return r,
+        };
+        let in_index = |n: &str| {
+            self.obs
+                .indexes
+                .get(n)
+                .is_some_and(|i| i.as_ref().is_ok_and(|e| e.iter().any(|x| x.template == entry.template)))
+        };
+        let via = if shared {
+            self.least_loaded(self.online_nodes_seeing(&storage).into_iter().filter(|n| in_index(n)), &node.name)
+        } else if in_index(&node.name) {
+            Some(node.name.clone())
+        } else {
+            None
+        };
+        let download = |via: String, source: Source| Download {
+            cluster: self.obs.name.clone(),
+            node: via,
+            storage: storage.clone(),
+            shared,
+            file: entry.template.clone(),
+            source,
+            for_nodes: Vec::new(),
+        };
+        if let Some(via) = via {
+            return Resolution::Download(Box::new(download(
+                via,
+                Source::Appliance { template: entry.template.clone() },
+            )));
+        }
+        // This node's index is stale: fetch the fresh entry's file directly, if the token may.
+        match (&entry.location, &entry.sha512) {
+            (Some(location), Some(sha512)) if self.obs.permissions.may_download_url(&node.name) => {
+                Resolution::Download(Box::new(download(
+                    node.name.clone(),
+                    Source::Url { url: location.clone(), algorithm: "sha512".into(), checksum: sha512.clone() },
+                )))
+            }
+            _ => Resolution::Blocked(Blocked::permanent(format!(
+                "{} is not in node {}'s appliance index (stale): run `pveam update` on {}, or grant the token Sys.AccessNetwork on /nodes/{} so vztmpld can download it directly",
+                entry.template, node.name, node.name, node.name
+            ))),
+        }
+    }
+
+    /// The newest index entry matching the spec for an architecture, across every node's index.
+    fn newest_entry(&self, spec: &TemplateSpec, arch: &str) -> Option<IndexEntry> {
+        self.obs
+            .indexes
+            .values()
+            .filter_map(|i| i.as_ref().ok())
+            .flatten()
+            .filter(|e| {
+                e.name.as_ref().is_some_and(|n| spec.matches(n, arch)) || spec.exact_file() == Some(e.template.as_str())
+            })
+            .max_by(|a, b| match (&a.name, &b.name) {
+                (Some(x), Some(y)) => compare_recency(x, y),
+                _ => a.template.cmp(&b.template),
+            })
+            .cloned()
+    }
+
+    /// The candidate with the fewest downloads planned so far; ties go to `prefer`, then to cluster order.
+    fn least_loaded(&self, candidates: impl Iterator<Item = String>, prefer: &str) -> Option<String> {
+        let load = self.load.borrow();
+        candidates.min_by_key(|n| (load.get(n).copied().unwrap_or(0), n != prefer))
+    }
+
+    fn is_shared(&self, storage: &str) -> bool {
+        self.obs.storages.get(storage).is_some_and(|s| s.shared)
+    }
+
+    fn online_nodes_seeing(&self, storage: &str) -> Vec<String> {
+        let Some(s) = self.obs.storages.get(storage) else { return Vec::new() };
+        // Targeted nodes first (their order), then other cluster members that have it active.
+        let mut nodes: Vec<String> = self
+            .obs
+            .nodes
+            .iter()
+            .filter(|n| n.online && n.error.is_none() && s.active_on(&n.name))
+            .map(|n| n.name.clone())
+            .collect();
+        for (n, on) in &s.on_nodes {
+            if on.active && !nodes.contains(n) && self.obs.indexes.contains_key(n) {
+                nodes.push(n.clone());
+            }
+        }
+        nodes
+    }
+
+    /// The target storage for a miss, checked for the privilege to write templates there; and whether it is shared.
+    fn writable_target(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<(String, bool), Resolution> {
+        let storage = self.target_storage(node, t)?;
+        if let Some(r) = self.missing_allocate(&storage) {
+            return Err(r);
+        }
+        let shared = self.is_shared(&storage);
+        Ok((storage, shared))
+    }
+
+    fn missing_allocate(&self, storage: &str) -> Option<Resolution> {
+        let path = format!("/storage/{storage}");
+        (!self.obs.permissions.has(&path, "Datastore.AllocateTemplate")).then(|| {
+            Resolution::Blocked(Blocked::permanent(format!(
+                "the token lacks Datastore.AllocateTemplate on {path}; grant it (see README: minimal role)"
+            )))
+        })
+    }
+
+    fn room_on(&self, storage: &str, node: &str) -> bool {
+        self.obs
+            .storages
+            .get(storage)
+            .and_then(|s| s.on_nodes.get(node))
+            .and_then(|o| o.avail)
+            .is_none_or(|avail| avail >= self.size_estimate())
+    }
+
+    fn size_estimate(&self) -> u64 {
+        DEFAULT_SIZE_ESTIMATE
+    }
+
+    /// The storage a miss is downloaded to (see README: target storage).
+    fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Resolution> {
+        let named = t.storage.clone().or_else(|| match self.selector {
+            StorageSelector::Named(s) => Some(s.clone()),
+            StorageSelector::Auto => None,
+        });
+        if let Some(id) = named {
+            if !self.obs.storages.get(&id).is_some_and(|s| s.active_on(&node.name)) {
+                return Err(Resolution::Blocked(Blocked::permanent(format!(
+                    "storage {id} is not an active storage with vztmpl content on node {}",
+                    node.name
+                ))));
+            }
+            if !self.room_on(&id, &node.name) {
+                return Err(Resolution::Blocked(Blocked::retryable(format!(
+                    "storage {id} on node {} has no room for the template",
+                    node.name
+                ))));
+            }
+            return Ok(id);
+        }
+        let targeted: Vec<&NodeObservation> = self.obs.nodes.iter().filter(|n| n.online && n.error.is_none()).collect();
+        let candidates: Vec<&StorageObservation> =
+            self.obs.storages.values().filter(|s| s.active_on(&node.name) && self.room_on(&s.id, &node.name)).collect();
+        let shared_everywhere = candidates
+            .iter()
+            .filter(|s| s.shared && targeted.iter().all(|n| s.active_on(&n.name)))
+            .max_by_key(|s| (s.on_nodes.get(&node.name).and_then(|o| o.avail), std::cmp::Reverse(s.id.clone())));
+        if let Some(s) = shared_everywhere {
+            return Ok(s.id.clone());
+        }
+        if candidates.iter().any(|s| s.id == "local") {
+            return Ok("local".into());
+        }
+        candidates
+            .iter()
+            .max_by_key(|s| (s.on_nodes.get(&node.name).and_then(|o| o.avail), std::cmp::Reverse(s.id.clone())))
+            .map(|s| s.id.clone())
+            .ok_or_else(|| {
+                Resolution::Blocked(Blocked::retryable(format!(
+                    "no vztmpl storage on node {} has room for the template",
+                    node.name
+                )))
+            })
+    }
+}

@@ -1,0 +1,152 @@
+//! The planner's decisions on hand-built observations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{
+    ClusterConfig, DownloadSettings, NodeSelector, Policy, Secret, StorageSelector, TemplateSource, TlsMode,
+};
+use crate::reconcile::observation::{
+    IndexEntry, NodeObservation, PermissionMap, StorageObservation, StorageOnNode, Volume,
+};
+use crate::template::TemplateSpec;
+
+const ALPINE: &str = "alpine-3.22-default_20250617_amd64.tar.xz";
+
+fn config(storage: StorageSelector, templates: &[&str]) -> Config {
+    Config {
+        path: PathBuf::from("t.yaml"),
+        interval: Duration::from_secs(600),
+        clusters: vec![ClusterConfig {
+            name: "lab".into(),
+            endpoints: vec![],
+            token_id: "a@pve!t".into(),
+            secret: Secret::default(),
+            tls: TlsMode::Insecure,
+            nodes: NodeSelector::All,
+            storage,
+            max_parallel_downloads: 4,
+            max_downloads_per_node: 1,
+        }],
+        templates: templates
+            .iter()
+            .map(|t| TemplateConfig {
+                label: t.to_string(),
+                source: TemplateSource::Appliance(TemplateSpec::parse(t).unwrap()),
+                policy: Policy::Present,
+                clusters: None,
+                nodes: None,
+                storage: None,
+            })
+            .collect(),
+        server_listen: None,
+        downloads: DownloadSettings::default(),
+        warnings: vec![],
+    }
+}
+
+fn node(name: &str) -> NodeObservation {
+    NodeObservation { name: name.into(), online: true, arch: "amd64".into(), error: None }
+}
+
+fn storage(id: &str, shared: bool, nodes: &[&str], avail: u64, files: &[&str]) -> StorageObservation {
+    let on_nodes = nodes.iter().map(|n| (n.to_string(), StorageOnNode { active: true, avail: Some(avail) })).collect();
+    let vols = |_: Option<&str>| {
+        Ok(files
+            .iter()
+            .map(|f| Volume { volid: format!("{id}:vztmpl/{f}"), file: f.to_string(), size: Some(1) })
+            .collect())
+    };
+    let volumes = if shared {
+        BTreeMap::from([(None, vols(None))])
+    } else {
+        nodes.iter().map(|n| (Some(n.to_string()), vols(Some(n)))).collect()
+    };
+    StorageObservation { id: id.into(), shared, on_nodes, volumes }
+}
+
+fn observed(nodes: &[&str], storages: Vec<StorageObservation>) -> ClusterObservation {
+    let entry = IndexEntry {
+        template: ALPINE.into(),
+        name: crate::template::TemplateName::parse(ALPINE),
+        location: Some(format!("http://mirror/{ALPINE}")),
+        sha512: Some("ab".repeat(64)),
+    };
+    ClusterObservation {
+        name: "lab".into(),
+        nodes: nodes.iter().map(|n| node(n)).collect(),
+        storages: storages.into_iter().map(|s| (s.id.clone(), s)).collect(),
+        indexes: nodes.iter().map(|n| (n.to_string(), Ok(vec![entry.clone()]))).collect(),
+        permissions: PermissionMap::unknown(),
+        ..Default::default()
+    }
+}
+
+const GB: u64 = 1 << 30;
+
+#[test]
+fn auto_prefers_a_shared_storage_all_nodes_see_and_plans_it_once() {
+    let obs = observed(
+        &["a", "b", "c"],
+        vec![
+            storage("local", false, &["a", "b", "c"], 10 * GB, &[]),
+            storage("nfs", true, &["a", "b", "c"], 10 * GB, &[]),
+        ],
+    );
+    let p = plan(&config(StorageSelector::Auto, &["alpine-3.22"]), &[obs]);
+    assert_eq!(p.downloads.len(), 1);
+    assert_eq!(p.downloads[0].storage, "nfs");
+    assert_eq!(p.downloads[0].for_nodes, ["a", "b", "c"]);
+    assert!(p.items.iter().all(|i| i.state == ItemState::Download { download: 0 }));
+}
+
+#[test]
+fn auto_falls_back_to_local_when_the_shared_storage_misses_a_node() {
+    let obs = observed(
+        &["a", "b"],
+        vec![storage("local", false, &["a", "b"], 10 * GB, &[]), storage("nfs", true, &["a"], 10 * GB, &[])],
+    );
+    let p = plan(&config(StorageSelector::Auto, &["alpine-3.22"]), &[obs]);
+    assert_eq!(p.downloads.len(), 2);
+    assert!(p.downloads.iter().all(|d| d.storage == "local" && !d.shared));
+}
+
+#[test]
+fn a_storage_without_room_is_never_chosen() {
+    let obs = observed(
+        &["a"],
+        vec![storage("local", false, &["a"], 10 * 1024 * 1024, &[]), storage("big", false, &["a"], 10 * GB, &[])],
+    );
+    let p = plan(&config(StorageSelector::Auto, &["alpine-3.22"]), std::slice::from_ref(&obs));
+    assert_eq!(p.downloads[0].storage, "big");
+    let p = plan(&config(StorageSelector::Named("local".into()), &["alpine-3.22"]), &[obs]);
+    assert!(matches!(&p.items[0].state, ItemState::Blocked(b) if b.reason.contains("no room")), "{p:?}");
+}
+
+#[test]
+fn a_file_on_any_visible_storage_satisfies_the_spec() {
+    let obs = observed(
+        &["a"],
+        vec![storage("local", false, &["a"], GB, &[]), storage("other", false, &["a"], GB, &[ALPINE])],
+    );
+    let p = plan(&config(StorageSelector::Auto, &["alpine"]), &[obs]);
+    assert_eq!(p.items[0].state, ItemState::Cached { volid: format!("other:vztmpl/{ALPINE}") });
+    assert!(p.downloads.is_empty());
+}
+
+#[test]
+fn no_vztmpl_storage_is_blocked_with_the_fix() {
+    let obs = observed(&["a"], vec![]);
+    let p = plan(&config(StorageSelector::Auto, &["alpine"]), &[obs]);
+    assert!(
+        matches!(&p.items[0].state, ItemState::Blocked(Blocked { reason, retryable: false }) if reason.contains("enable 'Container template'"))
+    );
+}
+
+#[test]
+fn plan_is_deterministic() {
+    let obs = observed(&["a", "b"], vec![storage("nfs", true, &["a", "b"], GB, &[])]);
+    let cfg = config(StorageSelector::Auto, &["alpine", "alpine-3.22"]);
+    assert_eq!(plan(&cfg, std::slice::from_ref(&obs)), plan(&cfg, &[obs]));
+}
