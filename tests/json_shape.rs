@@ -1,0 +1,161 @@
+//! The JSON contracts, pinned: `plan --output json` / `apply --output json` (items, downloads, outcomes)
+//! and `/api/v1/status`. Typed state inside must not change a byte of what scripts and dashboards read.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use vztmpld::daemon::Trigger;
+use vztmpld::daemon::status::{NodeRetry, Status};
+use vztmpld::reconcile::apply::Outcome;
+use vztmpld::reconcile::plan::{Blocked, Download, ItemState, Plan, PlanItem, Scope, Source};
+
+const ALPINE: &str = "alpine-3.22-default_20250617_amd64.tar.xz";
+
+fn item(cluster: &str, node: Scope, template: &str, state: ItemState) -> PlanItem {
+    PlanItem { cluster: cluster.into(), node, template: template.into(), state }
+}
+
+fn plan() -> Plan {
+    let node = |n: &str| Scope::Node(n.into());
+    Plan {
+        items: vec![
+            item("lab", node("pve1"), "alpine-3.22", ItemState::Cached { volid: format!("local:vztmpl/{ALPINE}") }),
+            item("lab", node("pve2"), "alpine-3.22", ItemState::Download { download: 0 }),
+            item("lab", node("pve3"), "alpine-3.22", ItemState::Blocked(Blocked::retryable("node pve3 is offline"))),
+            item(
+                "dc2",
+                Scope::Cluster,
+                "alpine-3.22",
+                ItemState::Blocked(Blocked::permanent("cluster dc2: TLS failed")),
+            ),
+        ],
+        downloads: vec![Download {
+            cluster: "lab".into(),
+            node: "pve2".into(),
+            storage: "local".into(),
+            shared: false,
+            file: ALPINE.into(),
+            source: Source::Appliance { template: ALPINE.into() },
+            for_nodes: vec!["pve2".into()],
+        }],
+    }
+}
+
+#[test]
+fn plan_json_is_unchanged() {
+    let p = plan();
+    let outcomes = [Outcome::Finished { upid: "UPID:pve2:1".into(), seconds: 3, bytes: Some(42), adopted: false }];
+    let v = json!({ "items": p.items, "downloads": p.downloads, "outcomes": outcomes });
+    assert_eq!(
+        v,
+        json!({
+            "items": [
+                {"cluster": "lab", "node": "pve1", "template": "alpine-3.22",
+                 "state": {"state": "cached", "volid": format!("local:vztmpl/{ALPINE}")}},
+                {"cluster": "lab", "node": "pve2", "template": "alpine-3.22",
+                 "state": {"state": "download", "download": 0}},
+                {"cluster": "lab", "node": "pve3", "template": "alpine-3.22",
+                 "state": {"state": "blocked", "reason": "node pve3 is offline", "retryable": true}},
+                {"cluster": "dc2", "node": "*", "template": "alpine-3.22",
+                 "state": {"state": "blocked", "reason": "cluster dc2: TLS failed", "retryable": false}},
+            ],
+            "downloads": [{
+                "cluster": "lab", "node": "pve2", "storage": "local", "shared": false, "file": ALPINE,
+                "source": {"kind": "appliance", "template": ALPINE}, "for_nodes": ["pve2"],
+            }],
+            "outcomes": [{"outcome": "finished", "upid": "UPID:pve2:1", "seconds": 3, "bytes": 42, "adopted": false}],
+        })
+    );
+    let failed = Outcome::Failed { upid: None, error: "x".into(), retryable: true };
+    assert_eq!(json!(failed), json!({"outcome": "failed", "upid": null, "error": "x", "retryable": true}));
+}
+
+#[test]
+fn status_json_is_unchanged() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut s = Status::new("/etc/vztmpld/config.yaml".into());
+    s.version = "0.1.0".into();
+    s.config_loaded(1, t0);
+    s.start_pass(Trigger::Start, t0);
+    let p = plan();
+    s.publish_plan(&p, None, t0);
+    s.record_progress("lab", &[("pve2".into(), "alpine-3.22".into())], "UPID:pve2:1", Some(40));
+    let outcomes = [Outcome::Failed { upid: Some("UPID:pve2:1".into()), error: "boom".into(), retryable: true }];
+    s.publish_plan(&p, Some(&outcomes), t0);
+    let retries = BTreeMap::from([
+        (("lab".to_string(), "pve2".to_string()), NodeRetry { failures: 1, after: Duration::from_secs(5) }),
+        (("lab".to_string(), "pve3".to_string()), NodeRetry { failures: 2, after: Duration::from_secs(10) }),
+    ]);
+    s.finish_pass(Duration::from_millis(1234), &retries, t0);
+    s.set_next_pass(t0 + Duration::from_secs(5));
+
+    let at = "2027-01-15T08:00:00Z";
+    let cond = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": at});
+    let template = |state: &str, extra: serde_json::Value| {
+        let mut t = json!({"template": "alpine-3.22", "state": state, "volid": null, "storage": null, "upid": null,
+                           "progress": null, "error": null, "next_retry": null});
+        for (k, v) in extra.as_object().unwrap() {
+            t[k] = v.clone();
+        }
+        t
+    };
+    let node_conds = |ready: bool, reconciling: bool, degraded: Option<(&str, &str)>, stalled: Option<&str>| {
+        let tf = |b: bool| if b { "True" } else { "False" };
+        json!([
+            cond(
+                "Ready",
+                tf(ready),
+                "TemplatesCached",
+                if ready { "1 of 1 templates cached" } else { "0 of 1 templates cached" }
+            ),
+            cond("Reconciling", tf(reconciling), "Downloading", ""),
+            cond("Degraded", tf(degraded.is_some()), degraded.map_or("Blocked", |d| d.0), degraded.map_or("", |d| d.1)),
+            cond("Stalled", tf(stalled.is_some()), "Blocked", stalled.unwrap_or("")),
+        ])
+    };
+    let expected = json!({
+        "version": "0.1.0",
+        "config": {"path": "/etc/vztmpld/config.yaml", "generation": 1, "loaded_at": at, "last_reload_error": null},
+        "ready": true,
+        "pass_running": false,
+        "last_pass": {"trigger": "start", "started_at": at, "finished_at": at, "duration_seconds": 1.234,
+                      "outcome": "degraded"},
+        "next_pass_at": "2027-01-15T08:00:05Z",
+        "reconcile_requested_at": null,
+        "conditions": [
+            cond("Reconciling", "False", "Idle", ""),
+            cond("Ready", "False", "PassFinished", "last pass degraded"),
+            cond("Degraded", "True", "NodesDegraded", "*, pve2, pve3"),
+            cond("Stalled", "True", "Blocked", ""),
+        ],
+        "clusters": [
+            {"name": "dc2", "error": "cluster dc2: TLS failed", "nodes": [
+                {"name": "*", "failures": 0, "next_retry": null,
+                 "conditions": node_conds(false, false, Some(("Blocked", "alpine-3.22: cluster dc2: TLS failed")),
+                                          Some("alpine-3.22: cluster dc2: TLS failed")),
+                 "templates": [template("blocked", json!({"error": "cluster dc2: TLS failed"}))]},
+            ]},
+            {"name": "lab", "error": null, "nodes": [
+                {"name": "pve1", "failures": 0, "next_retry": null,
+                 "conditions": node_conds(true, false, None, None),
+                 "templates": [template("cached", json!({"volid": format!("local:vztmpl/{ALPINE}"), "storage": "local"}))]},
+                {"name": "pve2", "failures": 1, "next_retry": "2027-01-15T08:00:05Z",
+                 "conditions": node_conds(false, false, Some(("DownloadFailed", "alpine-3.22: boom")), None),
+                 "templates": [template("failed", json!({"storage": "local", "upid": "UPID:pve2:1", "error": "boom",
+                                                          "next_retry": "2027-01-15T08:00:05Z"}))]},
+                {"name": "pve3", "failures": 2, "next_retry": "2027-01-15T08:00:10Z",
+                 "conditions": node_conds(false, false, Some(("Blocked", "alpine-3.22: node pve3 is offline")),
+                                          Some("alpine-3.22: node pve3 is offline")),
+                 "templates": [template("blocked", json!({"error": "node pve3 is offline",
+                                                           "next_retry": "2027-01-15T08:00:10Z"}))]},
+            ]},
+        ],
+    });
+    let actual = serde_json::to_value(&s).unwrap();
+    assert_eq!(actual, expected, "\nactual: {}", serde_json::to_string_pretty(&actual).unwrap());
+    // And it reads back (what `vztmpld status` does).
+    let back: Status = serde_json::from_value(actual).unwrap();
+    assert!(!back.all_cached());
+}
