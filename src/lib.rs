@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod names;
 pub mod pve;
 pub mod reconcile;

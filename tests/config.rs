@@ -163,7 +163,69 @@ fn a_world_readable_secret_file_warns() {
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
     let c = parse(&replace("secret_file: lab.secret", "secret_file: loose.secret")).unwrap();
     assert_eq!(c.warnings.len(), 1);
-    assert!(c.warnings[0].contains("chmod 600"), "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("readable or writable by others") && c.warnings[0].contains("chmod 640"),
+        "{:?}",
+        c.warnings
+    );
+    // deploy/'s 0640 root:vztmpld: the service user reads it through its group; no warning.
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let c = parse(&replace("secret_file: lab.secret", "secret_file: loose.secret")).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+/// Runs `f` on a thread and fails if it takes longer than 10 s (a FIFO would block forever).
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("returns instead of blocking")
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let ok = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(ok.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn secret_files_are_read_only_when_regular_and_small() {
+    let d = dir();
+    let err = problem(&replace("secret_file: lab.secret", "secret_file: /dev/zero"));
+    assert!(err.contains("/dev/zero") && err.contains("it is a device; give a regular file"), "{err}");
+
+    let fifo = d.join("fifo.secret");
+    mkfifo(&fifo);
+    let err = bounded(|| problem(&replace("secret_file: lab.secret", "secret_file: fifo.secret")));
+    assert!(err.contains("fifo.secret") && err.contains("it is a FIFO"), "{err}");
+
+    let big = d.join("big.secret");
+    std::fs::write(&big, "x".repeat(5000)).unwrap();
+    let err = problem(&replace("secret_file: lab.secret", "secret_file: big.secret"));
+    assert!(err.contains("big.secret") && err.contains("larger than 4 KiB"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_config_file_is_read_only_when_regular_and_small() {
+    let d = dir();
+    let fifo = d.join("fifo.yaml");
+    mkfifo(&fifo);
+    let err = bounded(move || config::load(&fifo).unwrap_err().to_string());
+    assert!(err.contains("fifo.yaml: cannot read the configuration: it is a FIFO"), "{err}");
+
+    let big = d.join("big.yaml");
+    let mut text = good();
+    text.push_str(&format!("# {}\n", "x".repeat(5 * 1024 * 1024)));
+    std::fs::write(&big, text).unwrap();
+    let err = config::load(&big).unwrap_err().to_string();
+    assert!(err.contains("larger than 4 MiB"), "{err}");
+
+    let err = config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(err.contains("it is a device"), "{err}");
 }
 
 #[test]

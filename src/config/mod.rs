@@ -56,8 +56,8 @@ impl ConfigError {
 
 /// Reads, parses and validates a configuration file, reading the secrets it names.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = crate::files::read_bounded_text(path, crate::files::CONFIG_LIMIT)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 
@@ -284,7 +284,7 @@ impl Validator {
             (Some(file), None) => {
                 let path = base_dir.join(file);
                 let key = format!("{at}.auth.secret_file");
-                match std::fs::read_to_string(&path) {
+                match crate::files::read_bounded_text(&path, crate::files::SECRET_LIMIT) {
                     Ok(text) if text.trim().is_empty() => {
                         self.problem(
                             &key,
@@ -348,7 +348,7 @@ impl Validator {
         }
         if let Some(file) = raw.ca_file {
             let path = base_dir.join(file);
-            return match std::fs::read(&path) {
+            return match crate::files::read_bounded(&path, crate::files::CA_LIMIT) {
                 Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
                     Some(TlsMode::CaFile { path, pem })
                 }
@@ -524,10 +524,12 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
 fn loose_permissions(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
+    // Group-readable is how deploy/ shares the secret with the service (0640 root:vztmpld); others never.
+    (mode & 0o027 != 0).then(|| {
         format!(
-            "secret file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            "secret file {} is {} (mode {:o}); run: chmod 640 {} (owner root, group vztmpld) or chmod 600",
             path.display(),
+            if mode & 0o007 != 0 { "readable or writable by others" } else { "writable by its group" },
             mode & 0o777,
             path.display()
         )

@@ -32,9 +32,9 @@ impl ConfigSource {
         &self.path
     }
 
-    /// SHA-256 of the file's bytes, or `None` when it cannot be read.
-    fn hash(&self) -> Option<[u8; 32]> {
-        std::fs::read(&self.path).ok().map(|bytes| Sha256::digest(bytes).into())
+    /// SHA-256 of the file's bytes (bounded, regular files only).
+    fn hash(&self) -> std::io::Result<[u8; 32]> {
+        crate::files::read_bounded(&self.path, crate::files::CONFIG_LIMIT).map(|bytes| Sha256::digest(bytes).into())
     }
 
     /// Reads and validates the file; logs its warnings.
@@ -53,6 +53,8 @@ pub(super) struct Active {
     pub(super) fleet: Fleet,
     hash: [u8; 32],
     pub(super) generation: u64,
+    /// Why the file cannot be read now (deleted, replaced by a directory), reported once until it comes back.
+    unreadable: Option<String>,
 }
 
 impl Active {
@@ -85,18 +87,28 @@ impl Active {
                 .client
                 .set_observer(Arc::new(move |answer: ApiAnswer<'_>| shared.metrics.record_api(&name, answer)));
         }
-        Ok(Self { fleet, hash, generation })
+        Ok(Self { fleet, hash, generation, unreadable: None })
     }
 
     /// Re-reads the configuration; `force` reloads even when the bytes did not change (SIGHUP re-reads secrets).
     /// Returns whether a new configuration took effect.
     pub(super) fn reload(&mut self, source: &ConfigSource, force: bool, shared: &Arc<Shared>) -> bool {
-        let Some(hash) = source.hash() else {
-            if force {
-                tracing::error!(config = %source.path().display(), "cannot read the configuration; keeping the running one");
+        let hash = match source.hash() {
+            Ok(hash) => hash,
+            Err(e) => {
+                let error = format!("{}: cannot read the configuration: {e}", source.path().display());
+                if force || self.unreadable.as_deref() != Some(error.as_str()) {
+                    tracing::error!(generation = self.generation, "{error}; keeping the running one");
+                    shared.update(|s| s.config_unreadable(error.clone(), SystemTime::now()));
+                }
+                self.unreadable = Some(error);
+                return false;
             }
-            return false;
         };
+        if self.unreadable.take().is_some() {
+            tracing::info!(config = %source.path().display(), "the configuration file is readable again");
+            shared.update(|s| s.config_readable(SystemTime::now()));
+        }
         if !force && hash == self.hash {
             return false;
         }

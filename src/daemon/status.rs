@@ -87,6 +87,9 @@ pub enum ConditionType {
     Reconciling,
     Degraded,
     Stalled,
+    /// The daemon only: the configuration file can be read (False: deleted, a directory, too large; the
+    /// configuration in force stays).
+    ConfigReadable,
 }
 
 /// `True` or `False`.
@@ -306,6 +309,19 @@ impl Status {
         self.config.generation = generation;
         self.config.loaded_at = Some(timestamp(now));
         self.config.last_reload_error = None;
+    }
+
+    /// The configuration file cannot be read now; the configuration in force stays.
+    pub fn config_unreadable(&mut self, error: String, now: SystemTime) {
+        let stamp = timestamp(now);
+        set_condition(&mut self.conditions, ConditionType::ConfigReadable, false, "Unreadable", error, &stamp);
+    }
+
+    /// The configuration file can be read again.
+    pub fn config_readable(&mut self, now: SystemTime) {
+        let stamp = timestamp(now);
+        let message = String::new();
+        set_condition(&mut self.conditions, ConditionType::ConfigReadable, true, "Readable", message, &stamp);
     }
 
     /// An edit was rejected; the running configuration stays.

@@ -111,10 +111,9 @@ fn change_node(sim: &Sim, node: &str, change: NodeChange) -> ControlResult {
             return Err((StatusCode::NOT_FOUND, format!("no node '{node}'")));
         }
         if let Some(source) = &change.index {
-            let index =
-                w.load_index(source, &sim.scenario_dir).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+            let index = w.named_index(source).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
             if let Some(n) = w.node_mut(node) {
-                n.index = Arc::new(index);
+                n.index = index;
             }
         }
         if let (Some(online), Some(n)) = (change.online, w.node_mut(node)) {

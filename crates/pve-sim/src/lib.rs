@@ -74,8 +74,6 @@ pub(crate) struct Sim {
     pub fetch_unverified: reqwest::Client,
     /// Running worker tasks.
     pub tracker: TaskTracker,
-    /// Where relative index paths in the scenario are resolved.
-    pub scenario_dir: PathBuf,
 }
 
 impl Sim {
@@ -139,7 +137,6 @@ impl SimServer {
             fetch_verified: build(tls::client_config_trusting(&identity.cert_der)?)?,
             fetch_unverified: build(tls::client_config_unverified()?)?,
             tracker: TaskTracker::new(),
-            scenario_dir,
         });
 
         let router = Router::new().fallback(dispatch).with_state(sim.clone());

@@ -327,7 +327,7 @@ impl Default for Scenario {
 impl Scenario {
     /// Reads a scenario file; relative index paths in it are resolved against its directory.
     pub fn load(path: &Path) -> Result<(Self, PathBuf), SimError> {
-        let text = std::fs::read_to_string(path)
+        let text = read_regular_file(path, SCENARIO_LIMIT)
             .map_err(|e| SimError::Scenario(format!("{}: cannot read: {e}", path.display())))?;
         let scenario = Self::parse(&text).map_err(|e| SimError::Scenario(format!("{}: {e}", path.display())))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -410,6 +410,24 @@ impl Scenario {
 }
 
 pub use crate::names::{valid_node_name, valid_storage_id, valid_token_id};
+
+/// Largest scenario file read.
+const SCENARIO_LIMIT: u64 = 1024 * 1024;
+/// Largest `.dat` index file read (Proxmox's real ones are about 50 KiB).
+pub(crate) const INDEX_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads a file named by the scenario: a regular file (never a FIFO or device) of at most `limit` bytes.
+pub(crate) fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() || meta.len() > limit {
+        let why = if meta.is_file() { format!("larger than {limit} bytes") } else { "not a regular file".into() };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(limit).read_to_string(&mut text)?;
+    Ok(text)
+}
 
 #[cfg(test)]
 mod tests {

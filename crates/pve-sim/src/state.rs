@@ -133,6 +133,9 @@ pub(crate) struct World {
     keep_index_checksums: bool,
     digest_cache: HashMap<(String, u64, bool), Arc<Digests>>,
     index_digest_cache: HashMap<(String, u64), (String, String)>,
+    /// Indexes read from files at start, by the name the scenario gave them: the only files control requests
+    /// may switch a node to (they never read files themselves).
+    file_indexes: BTreeMap<String, Arc<Vec<AplEntry>>>,
     boot_epoch: u64,
     next_pid: u32,
 }
@@ -160,12 +163,16 @@ impl World {
             keep_index_checksums: scenario.keep_index_checksums,
             digest_cache: HashMap::new(),
             index_digest_cache: HashMap::new(),
+            file_indexes: BTreeMap::new(),
             boot_epoch: now.saturating_sub(86_400 * 3),
             next_pid: 0x0002_F1A3,
         };
         for spec in &scenario.nodes {
             let source = spec.index.as_deref().unwrap_or(&scenario.index);
             let index = Arc::new(world.load_index(source, scenario_dir)?);
+            if !matches!(source, "builtin" | "stale" | "empty") {
+                world.file_indexes.insert(source.to_string(), Arc::clone(&index));
+            }
             world.nodes.push(NodeState { name: spec.name.clone(), arch: spec.arch, online: spec.online, index });
         }
         for t in &scenario.templates {
@@ -177,7 +184,23 @@ impl World {
         Ok(world)
     }
 
-    /// Reads an index by name (`builtin`, `stale`, `empty`) or from a `.dat` file, with the
+    /// An index for a control request: a built-in one, or one the scenario read from a file at start. Control
+    /// requests never read files: a path is only a name here.
+    pub(crate) fn named_index(&mut self, source: &str) -> Result<Arc<Vec<AplEntry>>, String> {
+        if let Some(index) = self.file_indexes.get(source) {
+            return Ok(Arc::clone(index));
+        }
+        match source {
+            "builtin" | "stale" | "empty" => {
+                self.load_index(source, Path::new("")).map(Arc::new).map_err(|e| e.to_string())
+            }
+            other => Err(format!(
+                "index '{other}' is not builtin, stale, empty, or an index file named in the scenario (control requests read no files)"
+            )),
+        }
+    }
+
+    /// Reads an index by name (`builtin`, `stale`, `empty`) or from a `.dat` file (at start only), with the
     /// mirror's checksums and locations filled in.
     pub(crate) fn load_index(&mut self, source: &str, base_dir: &Path) -> Result<Vec<AplEntry>, SimError> {
         let text = match source {
@@ -186,7 +209,7 @@ impl World {
             "empty" => String::new(),
             path => {
                 let full = base_dir.join(path);
-                std::fs::read_to_string(&full)
+                crate::scenario::read_regular_file(&full, crate::scenario::INDEX_LIMIT)
                     .map_err(|e| SimError::Scenario(format!("index file {}: {e}", full.display())))?
             }
         };

@@ -53,3 +53,18 @@ async fn stats_count_requests_by_pattern() {
     sim.control(Method::POST, "stats/reset", None).await;
     assert_eq!(sim.stats().await["requests_total"], 0);
 }
+
+#[tokio::test]
+async fn control_requests_read_no_files() {
+    let sim = TestSim::start().await;
+    for path in ["/dev/zero", "/etc/passwd", "../Cargo.toml"] {
+        let a = sim.control(Method::POST, "nodes/pve1", Some(json!({"index": path}))).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.body);
+        assert!(a.body.contains("control requests read no files"), "{}", a.body);
+    }
+    let before = sim.get("/nodes/pve1/aplinfo").await.data().as_array().unwrap().len();
+    assert!(before > 10, "index unchanged: {before} entries");
+    let a = sim.control(Method::POST, "nodes/pve1", Some(json!({"index": "empty"}))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(sim.get("/nodes/pve1/aplinfo").await.data(), &json!([]));
+}
