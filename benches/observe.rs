@@ -24,7 +24,7 @@ fn scenario(nodes: usize, shared: bool) -> Scenario {
 fn config(server: &SimServer, dir: &std::path::Path) -> vztmpld::config::Config {
     std::fs::write(dir.join("s"), &server.token_secret).expect("secret");
     let text = format!(
-        "clusters:\n  - name: lab\n    endpoints: [{}]\n    auth: {{token_id: \"{}\", secret_file: s}}\n    tls: {{fingerprint: \"{}\"}}\ndownloads: {{poll_interval: 50ms}}\ntemplates:\n  - template: alpine-3.22\n  - template: debian-13-standard\n  - template: ubuntu-24.04\n",
+        "clusters:\n  - name: lab\n    endpoints: [{}]\n    auth: {{token_id: \"{}\", secret_file: s}}\n    tls: {{fingerprint: \"{}\"}}\ndownloads: {{poll_interval: 100ms}}\ntemplates:\n  - template: alpine-3.22\n  - template: debian-13-standard\n  - template: ubuntu-24.04\n",
         server.endpoint, server.token_id, server.fingerprint
     );
     vztmpld::config::parse(&text, &dir.join("c.yaml")).expect("bench config")

@@ -276,3 +276,37 @@ fn unreadable_file_is_a_clear_error() {
     let err = config::load(Path::new("/nonexistent/vztmpld.yaml")).unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent/vztmpld.yaml: cannot read the configuration"), "{err}");
 }
+
+#[test]
+fn intervals_have_a_minimum() {
+    let p = problem(&replace("interval: 10m", "interval: 1ms"));
+    assert!(p.starts_with("1:11: interval: 1ms is shorter than the minimum of 10s"), "{p}");
+    let p = problem(&replace("interval: 10m", "interval: 10m\ndownloads: {poll_interval: 1ms}"));
+    assert!(p.contains("downloads.poll_interval: 1ms is shorter than the minimum of 100ms"), "{p}");
+    assert!(parse(&replace("interval: 10m", "interval: 10s\ndownloads: {poll_interval: 100ms}")).is_ok());
+}
+
+#[test]
+fn validation_is_linear_and_capped() {
+    // 9,000 distinct templates, each narrowed to the cluster and a node: linear checks finish at once.
+    let mut many = replace("    nodes: all\n", "    nodes: [pve1, pve2]\n");
+    let cut = many.find("templates:").unwrap();
+    many.truncate(cut);
+    many.push_str("templates:\n");
+    for i in 0..9_000 {
+        many.push_str(&format!("  - {{template: alpine-3.{i}, clusters: [lab], nodes: [pve1]}}\n"));
+    }
+    let start = std::time::Instant::now();
+    let c = parse(&many).unwrap();
+    assert_eq!(c.templates.len(), 9_000);
+    eprintln!("9,000 templates validated in {:?}", start.elapsed());
+
+    // Past the cap: one problem that says what to do, not 80,000.
+    let mut huge = many.clone();
+    for i in 9_000..10_500 {
+        huge.push_str(&format!("  - {{template: alpine-3.{i}}}\n"));
+    }
+    let err = parse(&huge).unwrap_err().problems();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(err[0].contains("10500 templates exceed the limit of 10000"), "{err:?}");
+}

@@ -184,3 +184,48 @@ async fn status_command_renders_the_table() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("NODE") && out.contains("alpine-3.22") && out.contains("lab/pve2  ✓"), "{out}");
 }
+
+#[tokio::test]
+async fn a_deleted_or_replaced_config_keeps_the_running_one_and_says_so_once() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the first pass", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+    let readable = |d: &Daemon| {
+        d.shared.read(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.kind == vztmpld::daemon::status::ConditionType::ConfigReadable)
+                .map(|c| (c.status == vztmpld::daemon::status::ConditionStatus::True, c.message.clone()))
+        })
+    };
+
+    std::fs::remove_file(&cfg).unwrap();
+    d.wait_for("the unreadable condition", |d| async move { readable(d).is_some_and(|(ok, _)| !ok) }).await;
+    let (_, message) = readable(&d).unwrap();
+    assert!(message.contains("vztmpld.yaml: cannot read the configuration"), "{message}");
+    // A directory in its place: still the old config, and the log says it once per distinct reason.
+    std::fs::create_dir(&cfg).unwrap();
+    d.send(Control::ConfigChanged).await;
+    d.wait_for("the directory noticed", |d| async move {
+        readable(d).is_some_and(|(_, m)| m.contains("it is a directory"))
+    })
+    .await;
+    for _ in 0..3 {
+        d.send(Control::ConfigChanged).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        d.log().matches("it is a directory; give a regular file; keeping the running one").count(),
+        1,
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.shared.read(|s| s.config.generation), 1);
+    assert!(d.get("/healthz").await.is_some());
+
+    std::fs::remove_dir(&cfg).unwrap();
+    std::fs::write(&cfg, good).unwrap();
+    d.wait_for("readable again", |d| async move { readable(d).is_some_and(|(ok, _)| ok) }).await;
+}

@@ -252,8 +252,8 @@ async fn a_download_past_its_deadline_is_stopped_on_proxmox() {
     let sim = TestSim::with(&format!("download_faults: [{{template: {ALPINE}, kind: hang}}]")).await;
     let cfg = write_config(&sim.server, "", "templates:\n  - template: alpine-3.22\n");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "downloads:\n  poll_interval: 50ms\n",
-        "downloads:\n  poll_interval: 50ms\n  timeout: 1s\n  min_rate: 1000000000000\n",
+        "downloads:\n  poll_interval: 100ms\n",
+        "downloads:\n  poll_interval: 100ms\n  timeout: 1s\n  min_rate: 1000000000000\n",
     );
     std::fs::write(&cfg, text).unwrap();
     let (code, out, err) = run("apply", &cfg).await;

@@ -6,7 +6,9 @@
 
 mod model;
 mod positions;
+mod scope;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,18 @@ pub use model::{
     TemplateSource, TlsMode,
 };
 use positions::Positions;
+use scope::TemplateScope;
 
 use crate::template::TemplateSpec;
+
+/// Shortest `interval`: a pass costs a few API calls per node; faster than this only loads the cluster.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest `downloads.poll_interval`.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Most clusters one configuration may hold.
+pub const MAX_CLUSTERS: usize = 1_000;
+/// Most templates one configuration may hold.
+pub const MAX_TEMPLATES: usize = 10_000;
 
 /// One thing wrong with a configuration file, with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,17 +136,47 @@ impl Validator {
         }
     }
 
-    fn config(&mut self, raw: model::RawConfig, base_dir: &Path) -> Config {
-        let interval = self.duration("interval", raw.interval.as_deref(), Duration::from_secs(600));
+    /// A duration of at least `min`.
+    fn duration_at_least(&mut self, path: &str, value: Option<&str>, default: Duration, min: Duration) -> Duration {
+        let d = self.duration(path, value, default);
+        if d < min {
+            let (d, min) = (humantime::format_duration(d), humantime::format_duration(min));
+            self.problem(path, format!("{path}: {d} is shorter than the minimum of {min}; use at least `{min}`"));
+        }
+        d.max(min)
+    }
+
+    fn config(&mut self, mut raw: model::RawConfig, base_dir: &Path) -> Config {
+        let interval =
+            self.duration_at_least("interval", raw.interval.as_deref(), Duration::from_secs(600), MIN_INTERVAL);
         if raw.clusters.is_empty() {
             self.problem("clusters", "clusters: at least one cluster is needed");
         }
+        // Caps first: a huge file is reported in one line, not checked item by item.
+        if raw.clusters.len() > MAX_CLUSTERS {
+            let n = raw.clusters.len();
+            self.problem(
+                "clusters",
+                format!(
+                    "clusters: {n} clusters exceed the limit of {MAX_CLUSTERS}; split the configuration across daemons"
+                ),
+            );
+            raw.clusters.truncate(MAX_CLUSTERS);
+        }
+        if raw.templates.len() > MAX_TEMPLATES {
+            let n = raw.templates.len();
+            self.problem("templates", format!("templates: {n} templates exceed the limit of {MAX_TEMPLATES}; use version-agnostic specs (`debian-12`) instead of listing builds"));
+            raw.templates.truncate(MAX_TEMPLATES);
+        }
         let names: Vec<String> = raw.clusters.iter().map(|c| c.name.clone()).collect();
+        let mut seen_names: HashSet<&str> = HashSet::new();
+        let duplicate_names: HashSet<usize> =
+            names.iter().enumerate().filter(|(_, n)| !seen_names.insert(n.as_str())).map(|(i, _)| i).collect();
         let mut clusters = Vec::new();
         let mut warnings = Vec::new();
         for (i, rc) in raw.clusters.into_iter().enumerate() {
             let at = format!("clusters[{i}]");
-            if names[..i].contains(&rc.name) {
+            if duplicate_names.contains(&i) {
                 self.problem(
                     &format!("{at}.name"),
                     format!("cluster name '{}' is used twice; names must be unique", rc.name),
@@ -144,13 +186,12 @@ impl Validator {
                 clusters.push(c);
             }
         }
-        let mut templates = Vec::new();
+        let scope = TemplateScope::new(&names, &clusters);
+        let mut templates: Vec<TemplateConfig> = Vec::new();
+        let mut seen: HashSet<(String, Option<Vec<String>>, Option<Vec<String>>)> = HashSet::new();
         for (i, rt) in raw.templates.into_iter().enumerate() {
-            if let Some(t) = self.template(&format!("templates[{i}]"), rt, &names, &clusters) {
-                if templates
-                    .iter()
-                    .any(|o: &TemplateConfig| o.label == t.label && o.clusters == t.clusters && o.nodes == t.nodes)
-                {
+            if let Some(t) = self.template(&format!("templates[{i}]"), rt, &scope) {
+                if !seen.insert((t.label.clone(), t.clusters.clone(), t.nodes.clone())) {
                     self.problem(
                         &format!("templates[{i}]"),
                         format!("template '{}' is listed twice; remove one", t.label),
@@ -178,7 +219,12 @@ impl Validator {
                 Some(r) => r,
                 None => defaults.min_rate,
             },
-            poll_interval: self.duration("downloads.poll_interval", d.poll_interval.as_deref(), defaults.poll_interval),
+            poll_interval: self.duration_at_least(
+                "downloads.poll_interval",
+                d.poll_interval.as_deref(),
+                defaults.poll_interval,
+                MIN_POLL_INTERVAL,
+            ),
         };
         Config { path: self.file.clone(), interval, clusters, templates, server_listen, downloads, warnings }
     }
@@ -365,13 +411,7 @@ impl Validator {
         Some(TlsMode::Insecure)
     }
 
-    fn template(
-        &mut self,
-        at: &str,
-        rt: model::RawTemplate,
-        names: &[String],
-        clusters: &[ClusterConfig],
-    ) -> Option<TemplateConfig> {
+    fn template(&mut self, at: &str, rt: model::RawTemplate, scope: &TemplateScope<'_>) -> Option<TemplateConfig> {
         let before = self.problems.len();
         let policy = match rt.policy.as_deref() {
             None | Some("present") => Policy::Present,
@@ -411,26 +451,17 @@ impl Validator {
         }
         if let Some(list) = &rt.clusters {
             for (j, name) in list.iter().enumerate() {
-                if !names.contains(name) {
+                if !scope.names.contains(name.as_str()) {
                     self.problem(
                         &format!("{at}.clusters[{j}]"),
-                        format!("no cluster named '{name}' (known: {})", names.join(", ")),
+                        format!("no cluster named '{name}' (known: {})", scope.known()),
                     );
                 }
             }
         }
         if let Some(nodes) = &rt.nodes {
-            let targeted = clusters.iter().filter(|c| rt.clusters.as_ref().is_none_or(|l| l.contains(&c.name)));
-            let mut any_all = false;
-            let mut listed: Vec<&str> = Vec::new();
-            for c in targeted {
-                match &c.nodes {
-                    NodeSelector::All => any_all = true,
-                    NodeSelector::Only(ns) => listed.extend(ns.iter().map(String::as_str)),
-                }
-            }
             for (j, n) in nodes.iter().enumerate() {
-                if !any_all && !listed.contains(&n.as_str()) {
+                if !scope.may_target(rt.clusters.as_deref(), n) {
                     self.problem(&format!("{at}.nodes[{j}]"), format!("node '{n}' is not among the nodes of the targeted clusters, so this template cannot match anything"));
                 }
             }

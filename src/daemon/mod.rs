@@ -117,24 +117,26 @@ impl Daemon {
 
         let mut schedule = Scheduler::new(self.config().interval, Instant::now(), self.seed);
         let mut pass: Option<JoinHandle<pass::PassResult>> = None;
+        let mut reload = Reload::default();
         loop {
             let (next_pass, reload_at) = (schedule.next_due(), schedule.reload_due());
             let control = tokio::select! {
                 c = controls.next() => c.unwrap_or(Control::Stop),
                 Some(c) = self.requests.recv() => c,
                 () = sleep_until(reload_at) => {
-                    if schedule.take_reload(Instant::now()) && self.reload(false, &mut schedule) {
-                        schedule.request(Trigger::Config, Instant::now());
+                    if schedule.take_reload(Instant::now()) {
+                        reload.start(&self.source, self.active.hash(), false, Trigger::Config);
                     }
                     continue;
                 }
                 () = sleep_until(next_pass) => {
                     let now = Instant::now();
-                    // A periodic re-read catches edits no event reported (network file systems).
-                    if schedule.next_trigger() == Trigger::Interval && self.reload(false, &mut schedule) {
-                        schedule.request(Trigger::Config, now);
-                    }
                     if let Some(trigger) = schedule.start(now) {
+                        // A periodic re-read catches edits no event reported (network file systems); a change
+                        // found by it runs its own pass right after this one.
+                        if trigger == Trigger::Interval {
+                            reload.start(&self.source, self.active.hash(), false, Trigger::Config);
+                        }
                         pass = Some(pass::spawn(self.active.fleet.clone(), Arc::clone(&self.shared), trigger));
                     }
                     continue;
@@ -144,14 +146,28 @@ impl Daemon {
                     self.finish(result, &mut schedule);
                     continue;
                 }
+                reading = join(&mut reload.running) => {
+                    let (force, trigger) = reload.finished();
+                    let applied = match reading {
+                        Some(reading) => self.active.apply(reading, &self.source, &self.shared, force),
+                        None => {
+                            tracing::error!("reading the configuration ended abnormally; keeping the running one");
+                            false
+                        }
+                    };
+                    if applied {
+                        schedule.set_interval(self.config().interval, Instant::now());
+                        schedule.request(trigger, Instant::now());
+                    }
+                    reload.start_queued(&self.source, self.active.hash());
+                    continue;
+                }
             };
             match control {
                 Control::Stop => break,
                 Control::Reload => {
                     tracing::info!("reloading the configuration");
-                    if self.reload(true, &mut schedule) {
-                        schedule.request(Trigger::Signal, Instant::now());
-                    }
+                    reload.start(&self.source, self.active.hash(), true, Trigger::Signal);
                 }
                 Control::ConfigChanged => schedule.config_hint(Instant::now()),
                 Control::Reconcile(trigger) => schedule.request(trigger, Instant::now()),
@@ -173,14 +189,6 @@ impl Daemon {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         tracing::info!("stopped");
         Ok(())
-    }
-
-    fn reload(&mut self, force: bool, schedule: &mut Scheduler) -> bool {
-        let applied = self.active.reload(&self.source, force, &self.shared);
-        if applied {
-            schedule.set_interval(self.config().interval, Instant::now());
-        }
-        applied
     }
 
     /// Records a finished pass in status and metrics and schedules the next one.
@@ -213,6 +221,43 @@ impl Daemon {
     /// The shared status and metrics (for embedding the daemon beside other servers).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+/// The configuration read running on a blocking thread (at most one), and one queued behind it.
+#[derive(Debug, Default)]
+struct Reload {
+    running: Option<JoinHandle<reload::Reading>>,
+    /// The running read's (force, trigger).
+    current: (bool, Trigger),
+    /// A read asked for while one ran: forced if any request was, with the first request's trigger.
+    queued: Option<(bool, Trigger)>,
+}
+
+impl Reload {
+    /// Starts reading the file off the loop, or queues one read behind the running one.
+    fn start(&mut self, source: &ConfigSource, known: [u8; 32], force: bool, trigger: Trigger) {
+        if self.running.is_some() {
+            let q = self.queued.get_or_insert((force, trigger));
+            q.0 |= force;
+            return;
+        }
+        let source = source.clone();
+        self.current = (force, trigger);
+        self.running = Some(tokio::task::spawn_blocking(move || source.read(Some(known), force)));
+    }
+
+    /// The running read ended: its (force, trigger).
+    fn finished(&mut self) -> (bool, Trigger) {
+        self.running = None;
+        self.current
+    }
+
+    /// Starts the queued read, if any.
+    fn start_queued(&mut self, source: &ConfigSource, known: [u8; 32]) {
+        if let Some((force, trigger)) = self.queued.take() {
+            self.start(source, known, force, trigger);
+        }
     }
 }
 

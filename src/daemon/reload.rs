@@ -1,6 +1,6 @@
-//! The configuration in force and how it is replaced: validate first, compare a hash of the file's bytes
-//! (file events are only hints), and only then swap the clusters and their clients. A bad edit never
-//! replaces a good configuration.
+//! The configuration in force and how it is replaced: read and validate off the loop ([`ConfigSource::read`]
+//! runs on a blocking thread), compare a hash of the file's bytes (file events are only hints), and only then
+//! swap the clusters and their clients ([`Active::apply`]). A bad edit never replaces a good configuration.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,19 +32,58 @@ impl ConfigSource {
         &self.path
     }
 
-    /// SHA-256 of the file's bytes (bounded, regular files only).
-    fn hash(&self) -> std::io::Result<[u8; 32]> {
-        crate::files::read_bounded(&self.path, crate::files::CONFIG_LIMIT).map(|bytes| Sha256::digest(bytes).into())
-    }
-
     /// Reads and validates the file; logs its warnings.
     fn load(&self) -> Result<(Config, [u8; 32]), config::ConfigError> {
-        let cfg = config::load(&self.path)?;
-        for w in &cfg.warnings {
-            tracing::warn!("{w}");
+        match self.read(None, true) {
+            Reading::Loaded { hash, result } => result.map(|cfg| (cfg, hash)),
+            Reading::Unreadable(_, source) => Err(config::ConfigError::Read { path: self.path.clone(), source }),
+            // Not reached: a forced read always validates.
+            Reading::Unchanged => Err(config::ConfigError::Read {
+                path: self.path.clone(),
+                source: std::io::Error::other("the file did not change"),
+            }),
         }
-        Ok((cfg, self.hash().unwrap_or_default()))
     }
+
+    /// Reads the file once (bounded, regular files only), hashes its bytes, and validates them unless they are
+    /// the `known` ones (`force` validates anyway: SIGHUP re-reads the secrets). Blocking: run it off the loop.
+    pub(super) fn read(&self, known: Option<[u8; 32]>, force: bool) -> Reading {
+        let bytes = match crate::files::read_bounded(&self.path, crate::files::CONFIG_LIMIT) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let message = format!("{}: cannot read the configuration: {e}", self.path.display());
+                return Reading::Unreadable(message, e);
+            }
+        };
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if !force && known == Some(hash) {
+            return Reading::Unchanged;
+        }
+        let result = match String::from_utf8(bytes) {
+            Ok(text) => config::parse(&text, &self.path),
+            Err(_) => Err(config::ConfigError::Read {
+                path: self.path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
+            }),
+        };
+        if let Ok(cfg) = &result {
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        Reading::Loaded { hash, result }
+    }
+}
+
+/// What a read of the configuration file found.
+#[derive(Debug)]
+pub(super) enum Reading {
+    /// It cannot be read (deleted, a directory, too large); the message names the file.
+    Unreadable(String, std::io::Error),
+    /// The same bytes as the configuration in force.
+    Unchanged,
+    /// New bytes (or a forced read), validated.
+    Loaded { hash: [u8; 32], result: Result<Config, config::ConfigError> },
 }
 
 /// The configuration in force, with its clusters' clients.
@@ -90,13 +129,15 @@ impl Active {
         Ok(Self { fleet, hash, generation, unreadable: None })
     }
 
-    /// Re-reads the configuration; `force` reloads even when the bytes did not change (SIGHUP re-reads secrets).
-    /// Returns whether a new configuration took effect.
-    pub(super) fn reload(&mut self, source: &ConfigSource, force: bool, shared: &Arc<Shared>) -> bool {
-        let hash = match source.hash() {
-            Ok(hash) => hash,
-            Err(e) => {
-                let error = format!("{}: cannot read the configuration: {e}", source.path().display());
+    /// The hash of the bytes in force (or last rejected), for [`ConfigSource::read`].
+    pub(super) fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    /// Takes a [`Reading`] into account; returns whether a new configuration took effect.
+    pub(super) fn apply(&mut self, reading: Reading, source: &ConfigSource, shared: &Arc<Shared>, force: bool) -> bool {
+        let (hash, result) = match reading {
+            Reading::Unreadable(error, _) => {
                 if force || self.unreadable.as_deref() != Some(error.as_str()) {
                     tracing::error!(generation = self.generation, "{error}; keeping the running one");
                     shared.update(|s| s.config_unreadable(error.clone(), SystemTime::now()));
@@ -104,27 +145,22 @@ impl Active {
                 self.unreadable = Some(error);
                 return false;
             }
+            Reading::Unchanged => {
+                self.readable_again(source, shared);
+                return false;
+            }
+            Reading::Loaded { hash, result } => (hash, result),
         };
-        if self.unreadable.take().is_some() {
-            tracing::info!(config = %source.path().display(), "the configuration file is readable again");
-            shared.update(|s| s.config_readable(SystemTime::now()));
-        }
-        if !force && hash == self.hash {
-            return false;
-        }
+        self.readable_again(source, shared);
         systemd::reloading();
-        let loaded = source
-            .load()
+        let loaded = result
             .map_err(DaemonError::from)
-            .and_then(|(cfg, hash)| Self::activate(cfg, hash, self.generation + 1, source, shared));
+            .and_then(|cfg| Self::activate(cfg, hash, self.generation + 1, source, shared));
         let applied = match loaded {
             Ok(new) => {
-                for gone in self
-                    .fleet
-                    .clusters
-                    .iter()
-                    .filter(|c| !new.fleet.clusters.iter().any(|n| n.config.name == c.config.name))
-                {
+                let kept: std::collections::HashSet<&str> =
+                    new.fleet.clusters.iter().map(|c| c.config.name.as_str()).collect();
+                for gone in self.fleet.clusters.iter().filter(|c| !kept.contains(c.config.name.as_str())) {
                     tracing::info!(cluster = %gone.config.name, "cluster removed from the configuration; its running downloads are left to finish on Proxmox");
                 }
                 *self = new;
@@ -148,5 +184,12 @@ impl Active {
         };
         systemd::ready();
         applied
+    }
+
+    fn readable_again(&mut self, source: &ConfigSource, shared: &Arc<Shared>) {
+        if self.unreadable.take().is_some() {
+            tracing::info!(config = %source.path().display(), "the configuration file is readable again");
+            shared.update(|s| s.config_readable(SystemTime::now()));
+        }
     }
 }

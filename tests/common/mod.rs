@@ -60,7 +60,7 @@ pub fn write_config(server: &SimServer, cluster_extra: &str, rest: &str) -> std:
     }
     let extra: String = cluster_extra.lines().map(|l| format!("    {l}\n")).collect();
     let text = format!(
-        "downloads:\n  poll_interval: 50ms\nclusters:\n  - name: lab\n    endpoints: [{}]\n    auth:\n      token_id: \"{}\"\n      secret_file: lab.secret\n    tls:\n      fingerprint: \"{}\"\n{extra}{rest}",
+        "downloads:\n  poll_interval: 100ms\nclusters:\n  - name: lab\n    endpoints: [{}]\n    auth:\n      token_id: \"{}\"\n      secret_file: lab.secret\n    tls:\n      fingerprint: \"{}\"\n{extra}{rest}",
         server.endpoint, server.token_id, server.fingerprint
     );
     let path = dir.join("vztmpld.yaml");
