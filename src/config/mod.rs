@@ -108,6 +108,9 @@ fn with_hint(message: &str) -> String {
     }
 }
 
+/// What makes two template entries the same: label, cluster narrowing, node narrowing.
+type TemplateKey = (String, Option<Vec<String>>, Option<Vec<String>>);
+
 /// Collects problems with their positions while building the validated model.
 struct Validator {
     file: PathBuf,
@@ -188,7 +191,7 @@ impl Validator {
         }
         let scope = TemplateScope::new(&names, &clusters);
         let mut templates: Vec<TemplateConfig> = Vec::new();
-        let mut seen: HashSet<(String, Option<Vec<String>>, Option<Vec<String>>)> = HashSet::new();
+        let mut seen: HashSet<TemplateKey> = HashSet::new();
         for (i, rt) in raw.templates.into_iter().enumerate() {
             if let Some(t) = self.template(&format!("templates[{i}]"), rt, &scope) {
                 if !seen.insert((t.label.clone(), t.clusters.clone(), t.nodes.clone())) {
