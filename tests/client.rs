@@ -149,3 +149,44 @@ async fn task_calls_go_to_the_upids_node() {
     assert_eq!(lines.last().unwrap().t, "TASK OK");
     assert!(client.active_downloads("pve2").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_error_that_names_where_it_pointed() {
+    use pve_sim::testing::{RawBehaviour, RawServer};
+    let answer =
+        b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/api2/json/version\r\nContent-Length: 0\r\n\r\n";
+    let server = RawServer::start(RawBehaviour::Answer(answer.to_vec())).await;
+    let sim = TestSim::start().await;
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.endpoints = vec![reqwest::Url::parse(&server.endpoint).unwrap()];
+    cfg.tls = TlsMode::Fingerprint(vztmpld::config::parse_fingerprint(&server.fingerprint).unwrap());
+    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    assert_eq!(err.status(), Some(302), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("redirected to http://elsewhere.example/api2/json/version"), "{text}");
+    assert!(text.contains("Proxmox never redirects"), "{text}");
+    assert!(!err.is_retryable());
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::Relaxed), 1, "asked once, never followed");
+}
+
+#[tokio::test]
+async fn a_secret_a_header_cannot_carry_is_not_blamed_on_tls() {
+    let sim = TestSim::start().await;
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.secret = vztmpld::config::Secret::new("abc\ndef".into());
+    let err = Client::new(&cfg, fast_options()).unwrap_err();
+    assert!(matches!(err, PveError::Setup { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("secret") && !text.contains("TLS") && !text.contains("abc"), "{text}");
+}
+
+#[tokio::test]
+async fn the_connect_hint_names_the_real_endpoint() {
+    let sim = TestSim::start().await;
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.endpoints = vec![reqwest::Url::parse("https://127.0.0.1:1").unwrap()];
+    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("https://127.0.0.1:1 reachable from here"), "{text}");
+    assert!(!text.contains("8006"), "{text}");
+}

@@ -310,3 +310,26 @@ fn validation_is_linear_and_capped() {
     assert_eq!(err.len(), 1, "{err:?}");
     assert!(err[0].contains("10500 templates exceed the limit of 10000"), "{err:?}");
 }
+
+#[test]
+fn a_pasted_header_form_token_id_never_echoes_the_secret() {
+    let secret = "d6a1f0b2-1111-2222-3333-444455556666";
+    let p = problem(&replace("token_id: \"vztmpld@pve!cache\"", &format!("token_id: \"vztmpld@pve!cache={secret}\"")));
+    assert!(p.contains("token_id must not contain '='") && p.contains("secret_file"), "{p}");
+    assert!(!p.contains(secret) && !p.contains("d6a1f0b2"), "{p}");
+}
+
+#[test]
+fn a_secret_file_with_two_words_is_refused_without_showing_it() {
+    let d = dir();
+    let f = d.join("two.secret");
+    std::fs::write(&f, "vztmpld@pve!cache d6a1f0b2-aaaa\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let p = problem(&replace("secret_file: lab.secret", "secret_file: two.secret"));
+    assert!(p.contains("two.secret holds more than one word"), "{p}");
+    assert!(!p.contains("d6a1f0b2-aaaa"), "{p}");
+}

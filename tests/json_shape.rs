@@ -127,7 +127,7 @@ fn status_json_is_unchanged() {
         "conditions": [
             cond("Reconciling", "False", "Idle", ""),
             cond("Ready", "False", "PassFinished", "last pass degraded"),
-            cond("Degraded", "True", "NodesDegraded", "*, pve2, pve3"),
+            cond("Degraded", "True", "NodesDegraded", "cluster dc2, lab/pve2, lab/pve3"),
             cond("Stalled", "True", "Blocked", ""),
         ],
         "clusters": [

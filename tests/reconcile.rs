@@ -197,6 +197,13 @@ async fn a_wrong_token_is_a_clear_401() {
     let (code, out, _) = run("plan", &cfg).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("HTTP 401") && out.contains("check auth.token_id and the secret"), "{out}");
+    // apply logs the cluster-level failure once, not once per template as a cache miss.
+    let cfg2 = write_config(&sim.server, "", TEMPLATES);
+    std::fs::write(cfg2.parent().unwrap().join("lab.secret"), "00000000-0000-0000-0000-000000000000").unwrap();
+    let (code, _, err) = run("apply", &cfg2).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("cluster not observed").count(), 1, "{err}");
+    assert!(!err.contains("CACHE MISS"), "{err}");
 }
 
 #[tokio::test]

@@ -259,7 +259,13 @@ impl Validator {
                 }
             }
         }
-        if !crate::names::valid_token_id(&rc.auth.token_id) {
+        if rc.auth.token_id.contains('=') {
+            // The header form people paste (`USER@REALM!TOKENID=SECRET`): never echo the part after '='.
+            self.problem(
+                &format!("{at}.auth.token_id"),
+                "token_id must not contain '=' — it looks like the header form with the secret appended; put only USER@REALM!TOKENID here and the secret in secret_file",
+            );
+        } else if !crate::names::valid_token_id(&rc.auth.token_id) {
             self.problem(
                 &format!("{at}.auth.token_id"),
                 format!("token_id '{}' must look like USER@REALM!TOKENID, e.g. vztmpld@pve!cache", rc.auth.token_id),
@@ -338,6 +344,16 @@ impl Validator {
                         self.problem(
                             &key,
                             format!("secret file {} is empty; put the token's secret (a UUID) in it", path.display()),
+                        );
+                        None
+                    }
+                    Ok(text) if text.trim().chars().any(|c| c.is_control() || c.is_whitespace() || !c.is_ascii()) => {
+                        self.problem(
+                            &key,
+                            format!(
+                                "secret file {} holds more than one word or characters a token secret never has (it is a UUID); put only the secret in it",
+                                path.display()
+                            ),
                         );
                         None
                     }

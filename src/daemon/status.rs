@@ -413,10 +413,18 @@ impl Status {
                 }
             }
         }
-        let nodes = || self.clusters.iter().flat_map(|c| &c.nodes);
-        let degraded: Vec<String> =
-            nodes().filter(|n| is_on(&n.conditions, ConditionType::Degraded)).map(|n| n.name.clone()).collect();
-        let stalled = nodes().any(|n| is_on(&n.conditions, ConditionType::Stalled));
+        let nodes = || self.clusters.iter().flat_map(|c| c.nodes.iter().map(move |n| (c, n)));
+        let degraded: Vec<String> = nodes()
+            .filter(|(_, n)| is_on(&n.conditions, ConditionType::Degraded))
+            .map(|(c, n)| {
+                if n.name == Scope::Cluster.as_str() {
+                    format!("cluster {}", c.name)
+                } else {
+                    format!("{}/{}", c.name, n.name)
+                }
+            })
+            .collect();
+        let stalled = nodes().any(|(_, n)| is_on(&n.conditions, ConditionType::Stalled));
         let conds = &mut self.conditions;
         let message = format!("last pass {}", outcome.as_str());
         let converged = outcome == PassOutcome::Converged;

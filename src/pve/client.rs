@@ -118,10 +118,15 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(4))
             .user_agent(concat!("vztmpld/", env!("CARGO_PKG_VERSION")))
+            // Proxmox never redirects an API call; a redirect is an answer from something else (see `send`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
         let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret.expose()))
-            .map_err(|_| tls_error("the token id or secret holds characters not allowed in a header".into()))?;
+            .map_err(|_| PveError::Setup {
+                cluster: cfg.name.clone(),
+                detail: "auth: the token id or secret holds characters an HTTP header cannot carry (a token secret is a UUID); check the secret file".into(),
+            })?;
         auth.set_sensitive(true);
         Ok(Self {
             observer: std::sync::OnceLock::new(),
@@ -219,6 +224,23 @@ impl Client {
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()
             .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
+        if (300..400).contains(&status) {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| "nowhere".to_string(), |l| l.chars().take(200).collect());
+            return Err(PveError::Api {
+                cluster: self.cluster.clone(),
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                message: format!(
+                    "redirected to {location}; Proxmox never redirects an API call, so something else answers at {} (a reverse proxy or web server?): point endpoints at the node's API, e.g. https://pve1:8006",
+                    endpoint.origin().ascii_serialization()
+                ),
+            });
+        }
         let body = self.read_body(response, method, path).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| self.decode_error(method, path, e.to_string()));

@@ -5,8 +5,13 @@
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PveError {
     /// No endpoint could be reached (connection refused, DNS, reset).
-    #[error("cluster {cluster}: cannot reach {endpoint}: {detail} (is the node up and port 8006 open?)")]
+    #[error(
+        "cluster {cluster}: cannot reach {endpoint}: {detail} (is the node up, and {endpoint} reachable from here?)"
+    )]
     Connect { cluster: String, endpoint: String, detail: String },
+    /// The client could not be built from the configuration (a secret with characters no header may hold).
+    #[error("cluster {cluster}: {detail}")]
+    Setup { cluster: String, detail: String },
     /// The server did not answer in time.
     #[error("cluster {cluster}: {method} {path}: no answer within {seconds}s")]
     Timeout { cluster: String, method: String, path: String, seconds: u64 },
@@ -28,7 +33,7 @@ impl PveError {
         match self {
             PveError::Connect { .. } | PveError::Timeout { .. } => true,
             PveError::Api { status, .. } => matches!(status, 502 | 503 | 504 | 595 | 596),
-            PveError::Tls { .. } | PveError::Decode { .. } => false,
+            PveError::Tls { .. } | PveError::Decode { .. } | PveError::Setup { .. } => false,
         }
     }
 
@@ -46,6 +51,7 @@ impl PveError {
             PveError::Connect { .. } => "connect".into(),
             PveError::Timeout { .. } => "timeout".into(),
             PveError::Tls { .. } => "tls".into(),
+            PveError::Setup { .. } => "setup".into(),
             PveError::Api { status, .. } => format!("http_{status}"),
             PveError::Decode { .. } => "decode".into(),
         }
@@ -66,6 +72,7 @@ pub fn explain_status(status: u16, reason: Option<&str>) -> String {
         500 => "the Proxmox handler failed",
         501 => "the endpoint does not exist on this Proxmox version",
         502..=504 => "a proxy or gateway failed; retrying",
+        300..=399 => "Proxmox never redirects an API call",
         595 | 596 => "the node is unreachable through the cluster proxy (offline, or its certificate changed)",
         _ => "unexpected status",
     };

@@ -128,10 +128,12 @@ pub type Permissions = BTreeMap<String, BTreeMap<String, Value>>;
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Option::<Value>::deserialize(d)? {
         Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Some(Value::String(s)) => {
-            s.trim().parse::<u64>().ok().or_else(|| s.trim().parse::<f64>().ok().map(|f| f as u64))
-        }
-        Some(Value::Bool(b)) => Some(u64::from(b)),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .or_else(|| s.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)),
+        // Proxmox never sends a count or a size as a JSON boolean: treat one as unknown, not as 0 or 1.
         _ => None,
     })
 }
@@ -164,6 +166,19 @@ mod tests {
         assert_eq!((rows[0].shared, rows[0].disk, rows[0].maxdisk), (Some(true), Some(5), Some(10)));
         assert_eq!((rows[1].shared, rows[1].disk), (Some(false), Some(7)));
         assert_eq!((rows[2].shared, rows[2].disk), (Some(true), None));
+    }
+
+    #[test]
+    fn sizes_of_the_wrong_type_are_unknown_not_zero_or_one() {
+        let rows: Vec<ClusterStorage> = serde_json::from_str(
+            r#"[{"storage":"a","node":"n","disk":true,"maxdisk":false},
+                {"storage":"b","node":"n","disk":"-5","maxdisk":"lots"},
+                {"storage":"c","node":"n","disk":"NaN","maxdisk":[1]}]"#,
+        )
+        .unwrap();
+        for r in rows {
+            assert_eq!((r.disk, r.maxdisk), (None, None), "{}", r.storage);
+        }
     }
 
     #[test]

@@ -73,7 +73,10 @@ pub(super) async fn observe_cluster(
             .entry(row.storage.clone())
             .or_insert_with(|| StorageObservation { id: row.storage.clone(), ..Default::default() });
         s.shared |= row.shared.unwrap_or(false);
-        let avail = row.maxdisk.zip(row.disk).map(|(max, used)| max.saturating_sub(used));
+        // Sizes only count when they make sense (a total, and no more used than that): a mistyped or odd
+        // value means "unknown", never "no room".
+        let avail =
+            row.maxdisk.zip(row.disk).filter(|(max, used)| *max > 0 && used <= max).map(|(max, used)| max - used);
         s.on_nodes
             .insert(row.node.clone(), StorageOnNode { active: row.status.as_deref() == Some("available"), avail });
     }
@@ -84,6 +87,9 @@ pub(super) async fn observe_cluster(
             nodes.iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node.clone()).collect();
         let fetched = join_all(online.iter().map(|n| client.appliances(n))).await;
         for (node, result) in online.into_iter().zip(fetched) {
+            if let Err(e) = &result {
+                tracing::warn!(cluster = %cfg.name, %node, error = %e, "cannot read the node's appliance index; its templates are unknown this pass");
+            }
             let entries = result.map_err(|e| e.to_string()).map(|list| {
                 list.into_iter()
                     .filter(|a| a.kind.as_deref().is_none_or(|k| k == "lxc"))

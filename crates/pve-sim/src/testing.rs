@@ -213,3 +213,73 @@ pub fn fixture(name: &str) -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// What a [`RawServer`] does with each request.
+#[derive(Debug, Clone)]
+pub enum RawBehaviour {
+    /// Answers with these bytes (a whole HTTP/1.1 response) and closes.
+    Answer(Vec<u8>),
+    /// Sends these bytes (status line and headers) and then nothing, keeping the connection open.
+    Stall(Vec<u8>),
+}
+
+/// A server that is not Proxmox: HTTPS on an ephemeral loopback port that answers every request the same way,
+/// for the client's behaviour against redirects, stalls and other things Proxmox never does.
+pub struct RawServer {
+    /// `https://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The certificate's SHA-256 fingerprint (`AA:BB:…`).
+    pub fingerprint: String,
+    /// Requests received so far.
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawServer {
+    /// Starts serving.
+    pub async fn start(behaviour: RawBehaviour) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let identity = crate::tls::SimIdentity::generate(&[]).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("https://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, behaviour, counter) = (acceptor.clone(), behaviour.clone(), Arc::clone(&counter));
+                connections.spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match behaviour {
+                        RawBehaviour::Answer(bytes) => {
+                            let _ = tls.write_all(&bytes).await;
+                            let _ = tls.shutdown().await;
+                        }
+                        RawBehaviour::Stall(bytes) => {
+                            let _ = tls.write_all(&bytes).await;
+                            let _ = tls.flush().await;
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { endpoint, fingerprint: identity.fingerprint, requests, task }
+    }
+}

@@ -135,8 +135,22 @@ impl ClusterPlanner<'_> {
                 format!("the index is empty on {}: run `pveam update` there", stale.join(", "))
             };
             let unknown = self.obs.indexes.is_empty() || self.obs.indexes.values().all(|i| i.is_err());
-            let reason = if unknown {
+            let unread: Vec<String> = self
+                .obs
+                .indexes
+                .iter()
+                .filter_map(|(n, idx)| idx.as_ref().err().map(|e| format!("{n}: {e}")))
+                .collect();
+            let reason = if unknown && !unread.is_empty() {
+                format!("no appliance index could be read on any node of the cluster ({})", unread.join("; "))
+            } else if unknown {
                 "no appliance index could be read on any node of the cluster".to_string()
+            } else if !unread.is_empty() {
+                format!(
+                    "'{spec}' ({}) is in no readable node's appliance index; {hint} (unreadable: {})",
+                    node.arch,
+                    unread.join("; ")
+                )
             } else {
                 format!("'{spec}' ({}) is in no node's appliance index; {hint}", node.arch)
             };
@@ -253,13 +267,13 @@ impl ClusterPlanner<'_> {
         })
     }
 
+    /// Free bytes of a storage on a node, when Proxmox reported plausible sizes.
+    fn avail_on(&self, storage: &str, node: &str) -> Option<u64> {
+        self.obs.storages.get(storage).and_then(|s| s.on_nodes.get(node)).and_then(|o| o.avail)
+    }
+
     fn room_on(&self, storage: &str, node: &str) -> bool {
-        self.obs
-            .storages
-            .get(storage)
-            .and_then(|s| s.on_nodes.get(node))
-            .and_then(|o| o.avail)
-            .is_none_or(|avail| avail >= self.size_estimate())
+        self.avail_on(storage, node).is_none_or(|avail| avail >= self.size_estimate())
     }
 
     fn size_estimate(&self) -> u64 {
@@ -280,9 +294,12 @@ impl ClusterPlanner<'_> {
                 ))));
             }
             if !self.room_on(&id, &node.name) {
+                let free = self.avail_on(&id, &node.name).unwrap_or(0);
                 return Err(Resolution::Blocked(Blocked::retryable(format!(
-                    "storage {id} on node {} has no room for the template",
-                    node.name
+                    "storage {id} on node {} has {} MiB free; a template may need up to {} MiB: free space there, or set another storage",
+                    node.name,
+                    free / (1024 * 1024),
+                    self.size_estimate() / (1024 * 1024)
                 ))));
             }
             return Ok(id);
@@ -306,8 +323,9 @@ impl ClusterPlanner<'_> {
             .map(|s| s.id.clone())
             .ok_or_else(|| {
                 Resolution::Blocked(Blocked::retryable(format!(
-                    "no vztmpl storage on node {} has room for the template",
-                    node.name
+                    "no vztmpl storage on node {} has {} MiB free for the template",
+                    node.name,
+                    self.size_estimate() / (1024 * 1024)
                 )))
             })
     }

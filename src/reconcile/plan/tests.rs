@@ -121,7 +121,10 @@ fn a_storage_without_room_is_never_chosen() {
     let p = plan(&config(StorageSelector::Auto, &["alpine-3.22"]), std::slice::from_ref(&obs));
     assert_eq!(p.downloads[0].storage, "big");
     let p = plan(&config(StorageSelector::Named("local".into()), &["alpine-3.22"]), &[obs]);
-    assert!(matches!(&p.items[0].state, ItemState::Blocked(b) if b.reason.contains("no room")), "{p:?}");
+    assert!(
+        matches!(&p.items[0].state, ItemState::Blocked(b) if b.reason.contains("has 10 MiB free; a template may need up to 512 MiB")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -149,4 +152,13 @@ fn plan_is_deterministic() {
     let obs = observed(&["a", "b"], vec![storage("nfs", true, &["a", "b"], GB, &[])]);
     let cfg = config(StorageSelector::Auto, &["alpine", "alpine-3.22"]);
     assert_eq!(plan(&cfg, std::slice::from_ref(&obs)), plan(&cfg, &[obs]));
+}
+
+#[test]
+fn an_unreadable_index_is_named_in_the_reason() {
+    let mut obs = observed(&["a", "b"], vec![storage("local", false, &["a", "b"], GB, &[])]);
+    obs.indexes.insert("b".into(), Err("cluster lab: GET /nodes/b/aplinfo: unexpected answer: bad JSON".into()));
+    let p = plan(&config(StorageSelector::Auto, &["debian-13"]), &[obs]);
+    let ItemState::Blocked(b) = &p.items[0].state else { panic!("{p:?}") };
+    assert!(b.reason.contains("unreadable: b: cluster lab: GET /nodes/b/aplinfo: unexpected answer"), "{}", b.reason);
 }
