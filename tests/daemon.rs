@@ -229,3 +229,25 @@ async fn a_deleted_or_replaced_config_keeps_the_running_one_and_says_so_once() {
     std::fs::write(&cfg, good).unwrap();
     d.wait_for("readable again", |d| async move { readable(d).is_some_and(|(ok, _)| ok) }).await;
 }
+
+#[tokio::test]
+async fn a_stalled_cluster_holds_back_only_itself() {
+    use pve_sim::testing::{RawBehaviour, RawServer};
+    // Headers, then silence: every GET to this cluster waits for its timeout, three times.
+    let stall = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"data\":";
+    let stuck = RawServer::start(RawBehaviour::Stall(stall.to_vec())).await;
+    let sim = TestSim::start().await;
+    let second = format!(
+        "  - name: stuck\n    endpoints: [{}]\n    auth: {{token_id: \"vztmpld@pve!cache\", secret_file: lab.secret}}\n    tls: {{fingerprint: \"{}\"}}\n",
+        stuck.endpoint, stuck.fingerprint
+    );
+    let cfg = write_config(&sim.server, "", &format!("{second}{ONE}"));
+    let started = std::time::Instant::now();
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the healthy cluster's downloads", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+    let took = started.elapsed();
+    assert!(d.shared.read(|s| s.pass_running), "the stalled cluster is still being observed");
+    assert!(stuck.requests.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    eprintln!("healthy cluster converged in {took:?} while the other stalled");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+}

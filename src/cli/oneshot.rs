@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{ExitStatus, Output, print, report};
 use crate::config::{self, Config};
 use crate::reconcile::Fleet;
-use crate::reconcile::apply::{self, Outcome, Progress, ProgressSink};
+use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
 use crate::reconcile::plan::Plan;
 
 fn load(path: &Path) -> anyhow::Result<Config> {
@@ -47,13 +47,19 @@ pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStat
 /// `vztmpld apply`: 0 when everything converged, 1 when anything failed or stayed blocked.
 pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
     let fleet = Fleet::new(load(path)?, Default::default())?;
-    let plan = fleet.plan().await;
-    crate::reconcile::log_lookups(&plan);
-    let bars =
-        (output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| progress_bars(&plan));
-    let sink = bars.as_ref().map(|(_, sink)| Arc::clone(sink));
-    let outcomes = apply::apply(&fleet, &plan, sink).await;
-    if let Some((multi, _)) = bars {
+    let bars = (output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(indicatif::MultiProgress::new);
+    // Each cluster starts downloading as soon as its own plan is made; its bars appear then.
+    let (plan, outcomes) = fleet
+        .reconcile(
+            |plan| {
+                crate::reconcile::log_lookups(plan);
+                bars.as_ref().map(|multi| progress_bars(multi, plan))
+            },
+            |_, _| {},
+        )
+        .await;
+    if let Some(multi) = bars {
         let _ = multi.clear();
     }
     print(&render(&plan, Some(&outcomes), output))?;
@@ -61,9 +67,8 @@ pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitSta
     Ok(if failed || plan.has_blocked() { ExitStatus::Failure } else { ExitStatus::Success })
 }
 
-/// One bar per download, fed from the task logs' wget progress.
-fn progress_bars(plan: &Plan) -> (indicatif::MultiProgress, ProgressSink) {
-    let multi = indicatif::MultiProgress::new();
+/// One bar per download of a cluster's plan, fed from the task logs' wget progress.
+fn progress_bars(multi: &indicatif::MultiProgress, plan: &Plan) -> ProgressSink {
     let style = indicatif::ProgressStyle::with_template("{prefix:>40} [{bar:30}] {pos:>3}%")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -77,12 +82,11 @@ fn progress_bars(plan: &Plan) -> (indicatif::MultiProgress, ProgressSink) {
             bar
         })
         .collect();
-    let sink: ProgressSink = Arc::new(move |p: Progress| {
+    Arc::new(move |p: Progress| {
         if let (Some(bar), Some(pct)) = (bars.get(p.download), p.percent) {
             bar.set_position(u64::from(pct));
         }
-    });
-    (multi, sink)
+    })
 }
 
 fn render(plan: &Plan, outcomes: Option<&[Outcome]>, output: Output) -> String {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::control::Trigger;
 use super::scheduler::NodeKey;
 use super::server::Shared;
-use crate::reconcile::apply::{self, Outcome, Progress, ProgressSink};
+use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
 use crate::reconcile::plan::{ItemState, Plan};
 use crate::reconcile::{self, Fleet};
 
@@ -49,10 +49,17 @@ pub(super) fn spawn(fleet: Fleet, shared: Arc<Shared>, trigger: Trigger) -> Join
     tracing::debug!(%trigger, "reconcile pass started");
     tokio::spawn(async move {
         let started = Instant::now();
-        let plan = fleet.plan().await;
-        reconcile::log_lookups(&plan);
-        shared.update(|s| s.publish_plan(&plan, None, SystemTime::now()));
-        let outcomes = apply::apply(&fleet, &plan, Some(progress_sink(&plan, &shared))).await;
+        // Each cluster's plan is published, logged and applied as soon as it is made.
+        let (plan, outcomes) = fleet
+            .reconcile(
+                |plan| {
+                    reconcile::log_lookups(plan);
+                    shared.update(|s| s.publish_cluster_plan(plan, None, SystemTime::now()));
+                    Some(progress_sink(plan, &shared))
+                },
+                |plan, outcomes| shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now())),
+            )
+            .await;
         PassResult { plan, outcomes, started, trigger }
     })
 }

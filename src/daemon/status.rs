@@ -352,6 +352,22 @@ impl Status {
 
     /// Replaces the cluster/node/template part with a plan's view (and, once applied, its outcomes).
     pub fn publish_plan(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) {
+        self.clusters = self.views(plan, outcomes, now);
+    }
+
+    /// Replaces only the clusters a plan covers (one cluster's plan, as soon as it is made); the others keep
+    /// their last view.
+    pub fn publish_cluster_plan(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) {
+        for view in self.views(plan, outcomes, now) {
+            match self.clusters.binary_search_by(|c| c.name.cmp(&view.name)) {
+                Ok(i) => self.clusters[i] = view,
+                Err(i) => self.clusters.insert(i, view),
+            }
+        }
+    }
+
+    /// The status of the clusters a plan covers, sorted by name, keeping each node's conditions and backoff.
+    fn views(&self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) -> Vec<ClusterStatus> {
         let stamp = timestamp(now);
         let mut clusters: Vec<ClusterStatus> = Vec::new();
         for ((cluster, scope), templates) in templates_from(plan, outcomes) {
@@ -367,7 +383,7 @@ impl Status {
             n.derive_conditions(&stamp);
             c.nodes.push(n);
         }
-        self.clusters = clusters;
+        clusters
     }
 
     /// A download of `(node, template)` items made progress.

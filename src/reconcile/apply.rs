@@ -37,14 +37,10 @@ pub struct Progress {
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// Runs every download of a plan; returns one outcome per `plan.downloads` entry. Each cluster runs its
-/// downloads under its own limits.
+/// downloads under its own limits, concurrently with the others.
 pub async fn apply(fleet: &Fleet, plan: &Plan, progress: Option<ProgressSink>) -> Vec<Outcome> {
     let settings = &fleet.config.downloads;
-    let per_cluster = fleet.clusters.iter().map(|c| {
-        let mine: Vec<(usize, &Download)> =
-            plan.downloads.iter().enumerate().filter(|(_, d)| d.cluster == c.config.name).collect();
-        apply_cluster(c, mine, settings, progress.clone())
-    });
+    let per_cluster = fleet.clusters.iter().map(|c| run_cluster(c, plan, settings, progress.clone()));
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.downloads.len()];
     for (index, outcome) in join_all(per_cluster).await.into_iter().flatten() {
         outcomes[index] = Some(outcome);
@@ -62,13 +58,26 @@ pub async fn apply(fleet: &Fleet, plan: &Plan, progress: Option<ProgressSink>) -
         .collect()
 }
 
-/// One cluster's downloads, within its `max_parallel_downloads` and `max_downloads_per_node`.
-async fn apply_cluster(
+/// Runs the downloads of one cluster's plan (a plan of that cluster alone); one outcome per download.
+pub async fn apply_cluster(
     cluster: &Cluster,
-    downloads: Vec<(usize, &Download)>,
+    plan: &Plan,
+    settings: &DownloadSettings,
+    progress: Option<ProgressSink>,
+) -> Vec<Outcome> {
+    run_cluster(cluster, plan, settings, progress).await.into_iter().map(|(_, o)| o).collect()
+}
+
+/// The downloads of `plan` that belong to `cluster`, within its `max_parallel_downloads` and
+/// `max_downloads_per_node`; each outcome with its index in `plan.downloads`.
+async fn run_cluster(
+    cluster: &Cluster,
+    plan: &Plan,
     settings: &DownloadSettings,
     progress: Option<ProgressSink>,
 ) -> Vec<(usize, Outcome)> {
+    let downloads: Vec<(usize, &Download)> =
+        plan.downloads.iter().enumerate().filter(|(_, d)| d.cluster == cluster.config.name).collect();
     let cluster_limit = Semaphore::new(cluster.config.max_parallel_downloads.max(1));
     let mut node_limits: HashMap<&str, Arc<Semaphore>> = HashMap::new();
     // Each node's running downloads are listed once per apply, however many downloads it runs.
@@ -82,8 +91,10 @@ async fn apply_cluster(
         let cluster_limit = &cluster_limit;
         let span = tracing::info_span!("download", cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file);
         async move {
-            let _c = cluster_limit.acquire().await.ok();
+            // The node's slot first: a download waiting for its busy node must not hold a cluster slot that an
+            // idle node could use.
             let _n = node_limit.acquire().await.ok();
+            let _c = cluster_limit.acquire().await.ok();
             (i, run_download(&cluster.client, &running, i, d, settings, progress.as_ref()).await)
         }
         .instrument(span)

@@ -53,6 +53,34 @@ impl Fleet {
         let observed = self.observe().await;
         plan::plan(&self.config, &observed)
     }
+
+    /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
+    /// back nothing but itself. `on_plan` sees each cluster's plan as soon as it is made (to publish or log it)
+    /// and returns where that plan's download progress goes (indices are the cluster plan's); `on_applied` sees
+    /// it again with its outcomes when that cluster is done. Returns the whole plan, clusters in configuration
+    /// order, and one outcome per download.
+    pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> (plan::Plan, Vec<apply::Outcome>)
+    where
+        P: Fn(&plan::Plan) -> Option<apply::ProgressSink>,
+        A: Fn(&plan::Plan, &[apply::Outcome]),
+    {
+        let (on_plan, on_applied) = (&on_plan, &on_applied);
+        let per_cluster = self.clusters.iter().map(|c| async move {
+            let observed = observe::observe_cluster(&c.config, &c.client, &self.config.templates).await;
+            let plan = plan::plan(&self.config, std::slice::from_ref(&observed));
+            let progress = on_plan(&plan);
+            let outcomes = apply::apply_cluster(c, &plan, &self.config.downloads, progress).await;
+            on_applied(&plan, &outcomes);
+            (plan, outcomes)
+        });
+        let mut whole = plan::Plan::default();
+        let mut outcomes = Vec::new();
+        for (plan, o) in join_all(per_cluster).await {
+            whole.append(plan);
+            outcomes.extend(o);
+        }
+        (whole, outcomes)
+    }
 }
 
 /// Logs the cache lookups of a plan, one line each (`CACHE HIT` / `CACHE MISS`), for admins to grep. A cluster

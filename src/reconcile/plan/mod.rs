@@ -134,6 +134,18 @@ pub enum Source {
 }
 
 impl Plan {
+    /// Appends another plan (another cluster's), shifting its download indices past this plan's.
+    pub fn append(&mut self, other: Plan) {
+        let offset = self.downloads.len();
+        self.items.extend(other.items.into_iter().map(|mut item| {
+            if let ItemState::Download { download } = &mut item.state {
+                *download += offset;
+            }
+            item
+        }));
+        self.downloads.extend(other.downloads);
+    }
+
     /// Whether anything is to be downloaded.
     pub fn has_downloads(&self) -> bool {
         !self.downloads.is_empty()
