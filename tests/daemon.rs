@@ -251,3 +251,66 @@ async fn a_stalled_cluster_holds_back_only_itself() {
     eprintln!("healthy cluster converged in {took:?} while the other stalled");
     assert!(took < Duration::from_secs(8), "{took:?}");
 }
+
+#[tokio::test]
+async fn the_status_server_refuses_cross_origin_writes_foreign_hosts_and_missing_tokens() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let d = Daemon::start(&cfg).await;
+    let url = |path: &str| format!("http://{}{path}", d.addr);
+    let post = |origin: Option<&str>, site: Option<&str>| {
+        let mut rb = d.http.post(url("/api/v1/reconcile"));
+        if let Some(o) = origin {
+            rb = rb.header("Origin", o);
+        }
+        if let Some(s) = site {
+            rb = rb.header("Sec-Fetch-Site", s);
+        }
+        rb.send()
+    };
+    assert_eq!(post(Some("http://evil.example"), None).await.unwrap().status(), 403, "CSRF from a web page");
+    assert_eq!(post(None, Some("cross-site")).await.unwrap().status(), 403);
+    assert_eq!(post(Some(&format!("http://{}", d.addr)), None).await.unwrap().status(), 202, "same origin");
+    assert_eq!(post(None, None).await.unwrap().status(), 202, "curl sends no Origin");
+    // DNS rebinding: a foreign name resolving to 127.0.0.1 gets nothing.
+    let r = d.http.get(url("/api/v1/status")).header("Host", "evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 421);
+    let r = d
+        .http
+        .get(url("/api/v1/status"))
+        .header("Host", format!("localhost:{}", d.addr.rsplit(':').next().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(d);
+
+    // With a token: everything but the probes needs it.
+    let dir = cfg.parent().unwrap();
+    std::fs::write(dir.join("status.token"), "s3cr3t-status-token\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("status.token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("server: {{token_file: status.token}}\n{text}")).unwrap();
+    let d = Daemon::start(&cfg).await;
+    assert_eq!(d.http.get(format!("http://{}/healthz", d.addr)).send().await.unwrap().status(), 200);
+    assert_eq!(d.http.get(format!("http://{}/api/v1/status", d.addr)).send().await.unwrap().status(), 401);
+    let wrong = d.http.get(format!("http://{}/metrics", d.addr)).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right =
+        d.http.get(format!("http://{}/api/v1/status", d.addr)).bearer_auth("s3cr3t-status-token").send().await.unwrap();
+    assert_eq!(right.status(), 200);
+    let args = vec![
+        "status".to_string(),
+        "--addr".into(),
+        d.addr.clone(),
+        "--token-file".into(),
+        dir.join("status.token").display().to_string(),
+    ];
+    d.wait_for("the first pass", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+    let (code, out, err) = common::vztmpld_async(args).await;
+    assert_eq!(code, 0, "{out}{err}");
+}

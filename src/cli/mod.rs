@@ -81,6 +81,9 @@ pub enum Command {
     Status {
         #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
         addr: String,
+        /// The status server's bearer token (server.token_file), when it has one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -131,7 +134,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Sim { listen, scenario } => sim::run(listen, scenario).await,
         Command::Check { config } => oneshot::check(&config),
         Command::Run { config, listen } => run::daemon(config, listen).await,
-        Command::Status { addr, output } => status::run(&addr, output == Output::Json).await,
+        Command::Status { addr, token_file, output } => {
+            status::run(&addr, token_file.as_deref(), output == Output::Json).await
+        }
         #[cfg(feature = "sim")]
         Command::Demo { listen } => demo::run(listen).await,
         Command::Plan { config, output } => oneshot::plan(&config, output).await,

@@ -4,18 +4,28 @@ use super::{ExitStatus, print};
 use crate::daemon::status::{Status, TemplateState};
 
 /// Fetches `/api/v1/status` from `addr` and prints it; exit 0 when every template is cached, 1 otherwise.
-pub(super) async fn run(addr: &str, json: bool) -> anyhow::Result<ExitStatus> {
+pub(super) async fn run(addr: &str, token_file: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitStatus> {
     let base = if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).no_proxy().build()?;
-    let response = client
-        .get(format!("{base}/api/v1/status"))
+    let mut request = client.get(format!("{base}/api/v1/status"));
+    if let Some(path) = token_file {
+        let token = crate::files::read_bounded_text(path, crate::files::SECRET_LIMIT)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read the token: {e}", path.display()))?;
+        request = request.bearer_auth(token.trim());
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {base}: {e} (is `vztmpld run` up? see --addr)"))?;
+    if !response.status().is_success() {
+        let code = response.status();
+        let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+        anyhow::bail!("the daemon at {base} answered {code}: {} (see --token-file)", body.trim());
+    }
     let status: Status = response.json().await?;
     if json {
         print(&(serde_json::to_string_pretty(&status)? + "\n"))?;

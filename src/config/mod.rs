@@ -203,13 +203,16 @@ impl Validator {
                 templates.push(t);
             }
         }
-        let server_listen = raw.server.and_then(|s| s.listen).and_then(|l| match l.parse::<SocketAddr>() {
+        let (listen, token_file) = raw.server.map_or((None, None), |s| (s.listen, s.token_file));
+        let server_listen = listen.and_then(|l| match l.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
                 self.problem("server.listen", format!("server.listen: '{l}' is not an address like 127.0.0.1:9811"));
                 None
             }
         });
+        let server_token =
+            token_file.and_then(|f| self.secret_file("server.token_file", &base_dir.join(f), &mut warnings));
         let d = raw.downloads.unwrap_or_default();
         let defaults = DownloadSettings::default();
         let downloads = DownloadSettings {
@@ -229,7 +232,16 @@ impl Validator {
                 MIN_POLL_INTERVAL,
             ),
         };
-        Config { path: self.file.clone(), interval, clusters, templates, server_listen, downloads, warnings }
+        Config {
+            path: self.file.clone(),
+            interval,
+            clusters,
+            templates,
+            server_listen,
+            server_token,
+            downloads,
+            warnings,
+        }
     }
 
     fn cluster(
@@ -336,45 +348,7 @@ impl Validator {
                 self.problem(&format!("{at}.auth"), "auth: give exactly one of secret_file or secret_env");
                 None
             }
-            (Some(file), None) => {
-                let path = base_dir.join(file);
-                let key = format!("{at}.auth.secret_file");
-                match crate::files::read_bounded_text(&path, crate::files::SECRET_LIMIT) {
-                    Ok(text) if text.trim().is_empty() => {
-                        self.problem(
-                            &key,
-                            format!("secret file {} is empty; put the token's secret (a UUID) in it", path.display()),
-                        );
-                        None
-                    }
-                    Ok(text) if text.trim().chars().any(|c| c.is_control() || c.is_whitespace() || !c.is_ascii()) => {
-                        self.problem(
-                            &key,
-                            format!(
-                                "secret file {} holds more than one word or characters a token secret never has (it is a UUID); put only the secret in it",
-                                path.display()
-                            ),
-                        );
-                        None
-                    }
-                    Ok(text) => {
-                        if let Some(w) = loose_permissions(&path) {
-                            warnings.push(w);
-                        }
-                        Some(Secret::new(text.trim().to_string()))
-                    }
-                    Err(e) => {
-                        self.problem(
-                            &key,
-                            format!(
-                                "cannot read secret file {}: {e} (create it, readable by vztmpld only)",
-                                path.display()
-                            ),
-                        );
-                        None
-                    }
-                }
-            }
+            (Some(file), None) => self.secret_file(&format!("{at}.auth.secret_file"), &base_dir.join(file), warnings),
             (None, Some(var)) => match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
                 _ => {
@@ -385,6 +359,39 @@ impl Validator {
                     None
                 }
             },
+        }
+    }
+
+    /// Reads a one-word secret from a regular file, warning when others may read it.
+    fn secret_file(&mut self, key: &str, path: &Path, warnings: &mut Vec<String>) -> Option<Secret> {
+        match crate::files::read_bounded_text(path, crate::files::SECRET_LIMIT) {
+            Ok(text) if text.trim().is_empty() => {
+                self.problem(key, format!("secret file {} is empty; put the secret (one word) in it", path.display()));
+                None
+            }
+            Ok(text) if text.trim().chars().any(|c| c.is_control() || c.is_whitespace() || !c.is_ascii()) => {
+                self.problem(
+                    key,
+                    format!(
+                        "secret file {} holds more than one word or characters a secret never has (a token secret is a UUID); put only the secret in it",
+                        path.display()
+                    ),
+                );
+                None
+            }
+            Ok(text) => {
+                if let Some(w) = loose_permissions(path) {
+                    warnings.push(w);
+                }
+                Some(Secret::new(text.trim().to_string()))
+            }
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!("cannot read secret file {}: {e} (create it, readable by vztmpld only)", path.display()),
+                );
+                None
+            }
         }
     }
 

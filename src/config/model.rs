@@ -66,6 +66,7 @@ pub(super) struct RawTemplate {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,8 @@ pub struct Config {
     pub templates: Vec<TemplateConfig>,
     /// `server.listen` for the status server.
     pub server_listen: Option<SocketAddr>,
+    /// `server.token_file`: the bearer token the status server requires (all but `/healthz` and `/readyz`).
+    pub server_token: Option<Secret>,
     pub downloads: DownloadSettings,
     /// Non-fatal findings (e.g. a secret file readable by others), for the caller to log.
     pub warnings: Vec<String>,
@@ -277,6 +280,13 @@ impl Secret {
     /// The secret itself, for the Authorization header only.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `given` is this secret, compared in time that does not depend on where they differ.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let differ = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        a.len() == b.len() && differ == 0
     }
 }
 

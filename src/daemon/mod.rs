@@ -104,10 +104,14 @@ impl Daemon {
         let bound = listener
             .local_addr()
             .map_err(|source| DaemonError::Listen { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+        let access = server::Access { loopback: bound.ip().is_loopback(), token: self.config().server_token.clone() };
+        if !access.loopback && access.token.is_none() {
+            tracing::warn!(listen = %bound, "the status server listens beyond loopback without a token: anyone who reaches {bound} can read the status and start passes; set server.token_file");
+        }
         let stop_server = tokio_util::sync::CancellationToken::new();
         let server = {
             let stop = stop_server.clone();
-            let app = server::router(Arc::clone(&self.shared));
+            let app = server::router(Arc::clone(&self.shared), access);
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
             })

@@ -1,5 +1,9 @@
 //! The status server: `/healthz`, `/readyz`, `/api/v1/status`, `POST /api/v1/reconcile` and `/metrics`.
 //! Loopback by default; it serves the daemon's snapshot and never blocks the reconcile loop.
+//!
+//! A web page must not drive it: state-changing requests from another origin are refused (CSRF), and on a
+//! loopback address only loopback `Host` names are answered (DNS rebinding). With `server.token_file` every
+//! endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`.
 
 use std::sync::{Arc, RwLock};
 
@@ -22,6 +26,15 @@ pub struct Shared {
     pub metrics: Metrics,
     /// "Reconcile now" requests, to the loop.
     controls: mpsc::Sender<Control>,
+}
+
+/// Who may talk to the status server.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Bound to a loopback address: only loopback `Host` names are answered.
+    pub loopback: bool,
+    /// Required as `Authorization: Bearer …` (all but `/healthz` and `/readyz`).
+    pub token: Option<crate::config::Secret>,
 }
 
 impl Shared {
@@ -48,14 +61,55 @@ impl Shared {
 }
 
 /// The router; the caller binds and serves it.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Shared>, access: Access) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reconcile", post(reconcile))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
         .with_state(shared)
+}
+
+/// Refuses what a browser page or a rebinding attack could send, and checks the bearer token.
+async fn guard(
+    State(access): State<Arc<Access>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header(header::HOST).unwrap_or_default();
+    if access.loopback && !is_loopback_host(host) {
+        return (StatusCode::MISDIRECTED_REQUEST, "this status server answers loopback names only\n").into_response();
+    }
+    let changes_state = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let cross_site = header(header::HeaderName::from_static("sec-fetch-site")).is_some_and(|s| s == "cross-site")
+        || header(header::ORIGIN).is_some_and(|origin| {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            origin_host != host
+        });
+    if changes_state && cross_site {
+        return (StatusCode::FORBIDDEN, "cross-origin requests may not change state\n").into_response();
+    }
+    let open = matches!(request.uri().path(), "/healthz" | "/readyz");
+    if let (Some(token), false) = (&access.token, open) {
+        let given = header(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+        if !token.matches(given) {
+            return (StatusCode::UNAUTHORIZED, "a bearer token is required (server.token_file)\n").into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

@@ -41,6 +41,7 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
             })
             .collect(),
         server_listen: None,
+        server_token: None,
         downloads: DownloadSettings::default(),
         warnings: vec![],
     }
