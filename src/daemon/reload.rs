@@ -35,7 +35,7 @@ impl ConfigSource {
     /// Reads and validates the file; logs its warnings.
     fn load(&self) -> Result<(Config, [u8; 32]), config::ConfigError> {
         match self.read(None, true) {
-            Reading::Loaded { hash, result } => result.map(|cfg| (cfg, hash)),
+            Reading::Loaded { hash, result } => result.map(|cfg| (*cfg, hash)),
             Reading::Unreadable(_, source) => Err(config::ConfigError::Read { path: self.path.clone(), source }),
             // Not reached: a forced read always validates.
             Reading::Unchanged => Err(config::ConfigError::Read {
@@ -71,7 +71,7 @@ impl ConfigSource {
                 tracing::warn!("{w}");
             }
         }
-        Reading::Loaded { hash, result }
+        Reading::Loaded { hash, result: result.map(Box::new) }
     }
 }
 
@@ -83,7 +83,7 @@ pub(super) enum Reading {
     /// The same bytes as the configuration in force.
     Unchanged,
     /// New bytes (or a forced read), validated.
-    Loaded { hash: [u8; 32], result: Result<Config, config::ConfigError> },
+    Loaded { hash: [u8; 32], result: Result<Box<Config>, config::ConfigError> },
 }
 
 /// The configuration in force, with its clusters' clients.
@@ -155,7 +155,7 @@ impl Active {
         systemd::reloading();
         let loaded = result
             .map_err(DaemonError::from)
-            .and_then(|cfg| Self::activate(cfg, hash, self.generation + 1, source, shared));
+            .and_then(|cfg| Self::activate(*cfg, hash, self.generation + 1, source, shared));
         let applied = match loaded {
             Ok(new) => {
                 let kept: std::collections::HashSet<&str> =
