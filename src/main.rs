@@ -36,6 +36,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn init_logging(cli: &Cli) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+    // The file watcher's own per-event logs would loop with a log file beside the configuration.
+    let filter = match "notify=info".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // journald stamps every line itself.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();

@@ -111,3 +111,35 @@ async fn a_closed_stdout_is_success_not_a_panic() {
     // 2: downloads pending would be the answer with a reader; with none, the broken pipe is success.
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[tokio::test]
+async fn trace_logging_to_a_file_beside_the_config_does_not_feed_itself() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", "interval: 1h\ntemplates:\n  - template: alpine-3.22\n");
+    let dir = cfg.parent().unwrap().to_path_buf();
+    let log_path = dir.join("vztmpld.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vztmpld"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Let it run its first pass and idle; a feedback loop would grow the log by tens of MB per second.
+    let size_at = |d: Duration| {
+        let path = log_path.clone();
+        async move {
+            tokio::time::sleep(d).await;
+            std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+        }
+    };
+    let first = size_at(Duration::from_millis(1500)).await;
+    let second = size_at(Duration::from_millis(1500)).await;
+    kill(child.id(), "TERM");
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    eprintln!("trace log: {first} bytes after 1.5 s, {second} after 3 s");
+    assert!(second - first < 256 * 1024, "the log grows while idle: {first} → {second} bytes");
+}
