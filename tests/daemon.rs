@@ -314,3 +314,27 @@ async fn the_status_server_refuses_cross_origin_writes_foreign_hosts_and_missing
     let (code, out, err) = common::vztmpld_async(args).await;
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[tokio::test]
+async fn two_daemons_on_one_cluster_start_at_most_one_duplicate() {
+    let sim = TestSim::start().await;
+    // Two writers with the same configuration, started together: each re-checks the node's tasks and the
+    // storage right before every start, after a pause of up to one poll interval.
+    let cfg_a = write_config(&sim.server, "", THREE);
+    let cfg_b = write_config(&sim.server, "", THREE);
+    for cfg in [&cfg_a, &cfg_b] {
+        let text = std::fs::read_to_string(cfg).unwrap().replace("poll_interval: 100ms", "poll_interval: 1s");
+        std::fs::write(cfg, text).unwrap();
+    }
+    let a = Daemon::start(&cfg_a).await;
+    let b = Daemon::start(&cfg_b).await;
+    for d in [&a, &b] {
+        for t in ["alpine-3.22", "debian-13-standard", "ubuntu-24.04"] {
+            d.wait_for("convergence", |d| async move { all_cached(d, t).await }).await;
+        }
+    }
+    let started = sim.stats().await["downloads_started"].as_u64().unwrap();
+    eprintln!("two daemons, 3 templates to a shared storage: {started} downloads started");
+    assert!(started <= 4, "at most one duplicate: {started} started");
+    assert_eq!(sim.volids("pve1", "shared").await.len(), 3);
+}

@@ -40,6 +40,11 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
                             let note = if *adopted { ", adopted a running task" } else { "" };
                             ("downloaded".to_string(), d.storage.clone(), format!("{} in {seconds}s{note}", d.volid()))
                         }
+                        Some(Outcome::AlreadyPresent) => (
+                            "cached".to_string(),
+                            d.storage.clone(),
+                            format!("{} (another writer put it there meanwhile)", d.volid()),
+                        ),
                         Some(Outcome::Failed { error, .. }) => ("failed".to_string(), d.storage.clone(), error.clone()),
                     }
                 }
@@ -86,7 +91,7 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
     match outcomes {
         None => out.push_str(&format!("Plan: {}\n", summary(plan))),
         Some(o) => {
-            let ok = o.iter().filter(|o| matches!(o, Outcome::Finished { .. })).count();
+            let ok = o.iter().filter(|o| o.succeeded()).count();
             out.push_str(&format!("Applied: {ok} of {} downloads finished; plan was {}\n", o.len(), summary(plan)));
         }
     }

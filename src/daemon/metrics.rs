@@ -170,6 +170,7 @@ impl Metrics {
                     self.download_bytes_total.inc_by(bytes.unwrap_or(0));
                     "success"
                 }
+                Outcome::AlreadyPresent => "already_present",
                 Outcome::Failed { .. } => "failure",
             };
             self.downloads_total.get_or_create(&DownloadLabels { cluster: d.cluster.clone(), outcome }).inc();

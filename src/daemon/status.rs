@@ -199,7 +199,7 @@ pub fn templates_from(plan: &Plan, outcomes: Option<&[Outcome]>) -> BTreeMap<(St
                 let storage = Some(d.storage.clone());
                 match outcomes.and_then(|o| o.get(*download)) {
                     None => TemplateStatus { state: TemplateState::Missing, storage, ..base },
-                    Some(Outcome::Finished { .. }) => {
+                    Some(Outcome::Finished { .. } | Outcome::AlreadyPresent) => {
                         TemplateStatus { state: TemplateState::Cached, storage, volid: Some(d.volid()), ..base }
                     }
                     Some(Outcome::Failed { upid, error, .. }) => TemplateStatus {

@@ -20,8 +20,27 @@ use crate::pve::{Client, PveError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Finished { upid: String, seconds: u64, bytes: Option<u64>, adopted: bool },
-    Failed { upid: Option<String>, error: String, retryable: bool },
+    /// The task ran (or was adopted) to success and the file is listed.
+    Finished {
+        upid: String,
+        seconds: u64,
+        bytes: Option<u64>,
+        adopted: bool,
+    },
+    /// Another writer (a second daemon, a manual download) put the file there after the plan was made.
+    AlreadyPresent,
+    Failed {
+        upid: Option<String>,
+        error: String,
+        retryable: bool,
+    },
+}
+
+impl Outcome {
+    /// Whether the file is there now.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Finished { .. } | Outcome::AlreadyPresent)
+    }
 }
 
 /// Progress of a running download, for live displays.
@@ -80,13 +99,10 @@ async fn run_cluster(
         plan.downloads.iter().enumerate().filter(|(_, d)| d.cluster == cluster.config.name).collect();
     let cluster_limit = Semaphore::new(cluster.config.max_parallel_downloads.max(1));
     let mut node_limits: HashMap<&str, Arc<Semaphore>> = HashMap::new();
-    // Each node's running downloads are listed once per apply, however many downloads it runs.
-    let mut active: HashMap<&str, Arc<ActiveList>> = HashMap::new();
     let per_node = cluster.config.max_downloads_per_node.max(1);
     let jobs = downloads.into_iter().map(|(i, d)| {
         let node_limit =
             Arc::clone(node_limits.entry(d.node.as_str()).or_insert_with(|| Arc::new(Semaphore::new(per_node))));
-        let running = Arc::clone(active.entry(d.node.as_str()).or_default());
         let progress = progress.clone();
         let cluster_limit = &cluster_limit;
         let span = tracing::info_span!("download", cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file);
@@ -95,19 +111,15 @@ async fn run_cluster(
             // idle node could use.
             let _n = node_limit.acquire().await.ok();
             let _c = cluster_limit.acquire().await.ok();
-            (i, run_download(&cluster.client, &running, i, d, settings, progress.as_ref()).await)
+            (i, run_download(&cluster.client, i, d, settings, progress.as_ref()).await)
         }
         .instrument(span)
     });
     join_all(jobs).await
 }
 
-/// A node's running downloads, listed at most once per apply.
-type ActiveList = tokio::sync::OnceCell<Result<Vec<crate::pve::types::TaskListItem>, PveError>>;
-
 async fn run_download(
     client: &Client,
-    active: &ActiveList,
     index: usize,
     d: &Download,
     settings: &DownloadSettings,
@@ -119,14 +131,28 @@ async fn run_download(
         error: e.to_string(),
         retryable: e.is_retryable(),
     };
-    // A download of the same file already running on that node (say, from a run that was killed) is adopted.
-    let running = match active.get_or_init(|| client.active_downloads(&d.node)).await {
-        Ok(list) => list
-            .iter()
-            .find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"))
-            .cloned(),
-        Err(e) => return fail(None, e),
+    // Another writer (a second daemon, a manual apply) plans the same downloads in the same order. A random
+    // pause of up to one poll interval keeps two writers from checking in the same instant, and the checks
+    // below, made right before the start (not when the plan was made), then see the other's task or file.
+    tokio::time::sleep(settings.poll_interval.mul_f64(jitter_fraction())).await;
+    // A download of the same file already running on that node (another writer, or a run that was killed) is
+    // adopted.
+    let running = match client.active_downloads(&d.node).await {
+        Ok(list) => {
+            list.into_iter().find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"))
+        }
+        Err(e) => return fail(None, &e),
     };
+    if running.is_none() {
+        match client.templates_on(&d.node, &d.storage).await {
+            Ok(list) if list.iter().any(|v| v.volid == d.volid()) => {
+                tracing::info!("already present (another writer downloaded it)");
+                return Outcome::AlreadyPresent;
+            }
+            Ok(_) => {}
+            Err(e) => return fail(None, &e),
+        }
+    }
     let (upid, adopted) = match running {
         Some(task) => {
             if let Some(sink) = progress {
@@ -253,6 +279,12 @@ async fn confirm_visible(client: &Client, d: &Download) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt + 1))).await;
     }
     Err(last)
+}
+
+/// A number in [0, 1) from the clock: spreading writers needs spread, not cryptographic randomness.
+fn jitter_fraction() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
 }
 
 /// wget's `Length: 126129049 (120M) [application/octet-stream]`.
