@@ -338,3 +338,39 @@ async fn two_daemons_on_one_cluster_start_at_most_one_duplicate() {
     assert!(started <= 4, "at most one duplicate: {started} started");
     assert_eq!(sim.volids("pve1", "shared").await.len(), 3);
 }
+
+#[tokio::test]
+async fn a_large_reload_is_validated_off_the_loop() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("the first pass", |d| async move { all_cached(d, "alpine-3.22").await }).await;
+    // A 3.5 MB edit that validation rejects only at its end: parsing it takes a while.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    for i in 0..9_000 {
+        text.push_str(&format!(
+            "  - {{template: alpine-3.{i}, clusters: [lab], nodes: [pve1, pve2, pve3]}} # {}\n",
+            "p".repeat(300)
+        ));
+    }
+    text.push_str("bogus_key: 1\n");
+    std::fs::write(&cfg, &text).unwrap();
+    d.send(Control::Reload).await;
+    d.send(Control::Reconcile(vztmpld::daemon::Trigger::Api)).await;
+    // The loop answers the request while the file is still being read and validated.
+    let mut seen = None;
+    for _ in 0..20_000 {
+        let (trigger, generation, rejected) = d.shared.read(|s| {
+            (s.last_pass.as_ref().map(|p| p.trigger), s.config.generation, s.config.last_reload_error.is_some())
+        });
+        if trigger == Some(vztmpld::daemon::Trigger::Api) {
+            seen = Some(rejected);
+            assert_eq!(generation, 1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(seen, Some(false), "the api pass started before the reload was judged");
+    d.wait_for("the rejection", |d| async move { d.shared.read(|s| s.config.last_reload_error.is_some()) }).await;
+    assert!(d.shared.read(|s| s.config.last_reload_error.clone()).unwrap().contains("bogus_key"));
+}
