@@ -36,7 +36,10 @@ async fn sim_prints_one_ready_line_and_serves_the_certificate_it_names() {
     let der = common::peer_certificate(&endpoint).await;
     assert_eq!(ready["fingerprint"].as_str().unwrap(), fingerprint(&der));
 
-    let tls = pve_sim::tls::client_config_trusting(&der).unwrap();
+    // The certificate is the first node's, signed by the cluster CA the line also prints.
+    use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(ready["ca_pem"].as_str().unwrap().as_bytes()).unwrap();
+    let tls = pve_sim::tls::client_config_trusting(&ca).unwrap();
     let client = reqwest::Client::builder().tls_backend_preconfigured(tls).no_proxy().build().unwrap();
     let auth =
         format!("PVEAPIToken={}={}", ready["token_id"].as_str().unwrap(), ready["token_secret"].as_str().unwrap());
@@ -51,6 +54,8 @@ async fn sim_prints_one_ready_line_and_serves_the_certificate_it_names() {
         .unwrap();
     assert_eq!(nodes["data"].as_array().unwrap().len(), 3);
     assert_eq!(nodes["data"][0]["ssl_fingerprint"], ready["fingerprint"]);
+    assert_eq!(ready["nodes"].as_array().unwrap().len(), 3, "every node's endpoint");
+    assert_ne!(nodes["data"][1]["ssl_fingerprint"], ready["fingerprint"], "one certificate per node");
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());

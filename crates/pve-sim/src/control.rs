@@ -22,6 +22,9 @@ pub(crate) fn handle(sim: &Arc<Sim>, method: &Method, path: &str, body: &[u8]) -
             Ok(json!({}))
         }
         ("POST", ["nodes", node]) => parse::<NodeChange>(body).and_then(|c| change_node(sim, node, c)),
+        ("POST", ["endpoints", node]) => parse::<EndpointChange>(body).and_then(|c| {
+            sim.listeners.set_up(sim, node, c.up).map(|()| json!({})).map_err(|e| (StatusCode::NOT_FOUND, e))
+        }),
         ("GET", ["faults"]) => Ok(sim.with_world(|w| json!({"faults": w.faults, "download_faults": w.download_faults}))),
         ("POST", ["faults"]) => parse::<FaultSpec>(body).map(|f| {
             sim.with_world(|w| w.faults.push(f));
@@ -97,6 +100,13 @@ struct NodeChange {
 }
 
 /// Body of `POST /_sim/settings`.
+/// `{"up": false}` takes a node's API endpoint down (its node stays in the cluster); `true` brings it back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointChange {
+    up: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {

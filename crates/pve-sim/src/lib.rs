@@ -22,6 +22,7 @@ mod aplinfo;
 mod content;
 mod control;
 mod http;
+mod listeners;
 mod mirror;
 mod names;
 pub mod scenario;
@@ -35,7 +36,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, Response};
@@ -64,8 +64,10 @@ pub enum SimError {
 /// Shared state of a running simulator.
 pub(crate) struct Sim {
     world: Mutex<World>,
-    /// SHA-256 fingerprint of the certificate (reported as every node's `ssl_fingerprint`).
-    pub fingerprint: String,
+    /// Each node's certificate fingerprint (its `ssl_fingerprint` in `/nodes`).
+    pub fingerprints: std::collections::BTreeMap<String, String>,
+    /// The HTTPS listeners (one per node, and the mirror's).
+    pub listeners: listeners::Listeners,
     /// pveproxy's worker limit.
     pub api_workers: Semaphore,
     /// Download client that trusts only the simulator's certificate (wget's default verification).
@@ -86,39 +88,55 @@ impl Sim {
 
 /// A running simulator: its address, credentials, and a handle to stop it.
 pub struct SimServer {
-    /// `https://127.0.0.1:PORT`.
+    /// The first node's endpoint, `https://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// Every node's endpoint and certificate fingerprint, in scenario order.
+    pub nodes: Vec<NodeEndpoint>,
     /// The first scenario token's id.
     pub token_id: String,
     /// That token's secret.
     pub token_secret: String,
-    /// `AA:BB:...` SHA-256 of the certificate.
+    /// `AA:BB:...` SHA-256 of the first node's certificate.
     pub fingerprint: String,
-    /// The certificate as PEM (for clients that take a CA file).
+    /// The cluster CA as PEM (`/etc/pve/pve-root-ca.pem`; for clients that take a CA file).
     pub cert_pem: String,
-    /// The certificate as DER.
+    /// The cluster CA as DER (a trust anchor for every node's certificate).
     pub cert_der: Vec<u8>,
     sim: Arc<Sim>,
-    handle: axum_server::Handle,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// One node's API endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEndpoint {
+    pub node: String,
+    /// `https://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// SHA-256 of the node's own certificate.
+    pub fingerprint: String,
 }
 
 impl SimServer {
-    /// Binds `listen` (port 0 picks a free one), builds the world and starts serving.
+    /// Binds `listen` for the first node (port 0 picks a free one) and a free port on the same address for
+    /// every other node and the mirror, builds the world and starts serving.
     pub async fn start(scenario: Scenario, scenario_dir: PathBuf, listen: SocketAddr) -> Result<Self, SimError> {
-        let identity = tls::SimIdentity::generate(&[])?;
-        let listener =
-            std::net::TcpListener::bind(listen).map_err(|source| SimError::Listen { addr: listen, source })?;
-        listener.set_nonblocking(true).map_err(|source| SimError::Listen { addr: listen, source })?;
-        let local = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
-        let host = match local.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-            ip if ip.is_unspecified() => "[::1]".to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
-        let endpoint = format!("https://{host}:{}", local.port());
-        let world = World::new(&scenario, &scenario_dir, &endpoint)?;
+        let ca = tls::ClusterCa::generate()?;
+        let any_port = SocketAddr::new(listen.ip(), 0);
+        let mut bound = Vec::new();
+        for (i, spec) in scenario.nodes.iter().enumerate() {
+            let listener = listeners::bind(if i == 0 { listen } else { any_port })?;
+            let local = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
+            let identity = ca.issue(&spec.name)?;
+            let endpoint = NodeEndpoint {
+                node: spec.name.clone(),
+                endpoint: listeners::url_of(local),
+                fingerprint: identity.fingerprint.clone(),
+            };
+            bound.push((endpoint, identity, listener));
+        }
+        let mirror_listener = listeners::bind(any_port)?;
+        let mirror_local = mirror_listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
+        let mirror_identity = ca.issue("mirror")?;
+        let world = World::new(&scenario, &scenario_dir, &listeners::url_of(mirror_local))?;
         let token = world.tokens.first().cloned().ok_or_else(|| SimError::Scenario("no token".into()))?;
 
         let build = |config: rustls::ClientConfig| {
@@ -132,40 +150,47 @@ impl SimServer {
         };
         let sim = Arc::new(Sim {
             world: Mutex::new(world),
-            fingerprint: identity.fingerprint.clone(),
+            fingerprints: bound.iter().map(|(e, _, _)| (e.node.clone(), e.fingerprint.clone())).collect(),
+            listeners: listeners::Listeners::default(),
             api_workers: Semaphore::new(scenario.api_workers),
-            fetch_verified: build(tls::client_config_trusting(&identity.cert_der)?)?,
+            fetch_verified: build(tls::client_config_trusting(&ca.cert_der)?)?,
             fetch_unverified: build(tls::client_config_unverified()?)?,
             tracker: TaskTracker::new(),
         });
-
-        let router = Router::new().fallback(dispatch).with_state(sim.clone());
-        let handle = axum_server::Handle::new();
-        let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.server_config()?);
-        let server = tokio::spawn(
-            axum_server::from_tcp_rustls(listener, config).handle(handle.clone()).serve(router.into_make_service()),
-        );
-        tracing::info!(%endpoint, "simulator listening");
+        let mut nodes = Vec::new();
+        for (endpoint, identity, listener) in bound {
+            sim.listeners.serve(&sim, &endpoint.node, listener, identity.server_config()?)?;
+            nodes.push(endpoint);
+        }
+        sim.listeners.serve(&sim, listeners::MIRROR, mirror_listener, mirror_identity.server_config()?)?;
+        let first = nodes.first().cloned().ok_or_else(|| SimError::Scenario("no node".into()))?;
+        tracing::info!(endpoint = %first.endpoint, nodes = nodes.len(), "simulator listening");
         Ok(Self {
-            endpoint,
+            endpoint: first.endpoint,
+            fingerprint: first.fingerprint,
+            nodes,
             token_id: token.id.clone(),
             token_secret: token.secret.clone(),
-            fingerprint: identity.fingerprint.clone(),
-            cert_pem: identity.cert_pem.clone(),
-            cert_der: identity.cert_der.clone(),
+            cert_pem: ca.cert_pem.clone(),
+            cert_der: ca.cert_der.clone(),
             sim,
-            handle,
-            server,
         })
     }
 
     /// The one JSON line `vztmpld sim` prints when ready.
     pub fn ready_line(&self) -> String {
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| serde_json::json!({"node": n.node, "endpoint": n.endpoint, "fingerprint": n.fingerprint}))
+            .collect();
         serde_json::json!({
             "endpoint": self.endpoint,
             "token_id": self.token_id,
             "token_secret": self.token_secret,
             "fingerprint": self.fingerprint,
+            "nodes": nodes,
+            "ca_pem": self.cert_pem,
         })
         .to_string()
     }
@@ -179,13 +204,12 @@ impl SimServer {
     pub async fn shutdown(self) {
         self.sim.with_world(|w| w.tasks.iter().for_each(|t| t.cancel.cancel()));
         self.sim.tracker.close();
-        self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        self.sim.listeners.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(3), self.sim.tracker.wait()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.server).await;
     }
 }
 
-async fn dispatch(State(sim): State<Arc<Sim>>, request: Request) -> Response<Body> {
+pub(crate) async fn dispatch(State(sim): State<Arc<Sim>>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(rest) = path.strip_prefix("/_mirror/") {

@@ -1,4 +1,6 @@
-//! The simulator's TLS identity: a self-signed certificate made at start-up, never stored on disk.
+//! The simulator's TLS identities, made at start-up and never stored on disk: a per-run cluster CA (Proxmox's
+//! `pve-root-ca`) and one leaf certificate per node signed by it, as a real cluster has; or a lone self-signed
+//! certificate for servers that are not Proxmox.
 
 use std::sync::Arc;
 
@@ -45,6 +47,48 @@ impl SimIdentity {
                 .map_err(|e| SimError::Tls(e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// A cluster's certificate authority (`/etc/pve/pve-root-ca.pem`), which signs every node's certificate.
+pub struct ClusterCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// DER of the CA certificate.
+    pub cert_der: Vec<u8>,
+    /// PEM of the CA certificate (what `tls.ca_file` points at).
+    pub cert_pem: String,
+}
+
+impl ClusterCa {
+    /// A new CA for one simulator run.
+    pub fn generate() -> Result<Self, SimError> {
+        let err = |e: rcgen::Error| SimError::Tls(format!("cannot generate the cluster CA: {e}"));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Proxmox Virtual Environment (simulated)");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().map_err(err)?;
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).map_err(err)?;
+        let cert_der = issuer.der().to_vec();
+        let cert_pem = issuer.pem();
+        Ok(Self { issuer, cert_der, cert_pem })
+    }
+
+    /// A node's certificate, for its name and the loopback addresses, as `pvecm updatecerts` makes them.
+    pub fn issue(&self, node: &str) -> Result<SimIdentity, SimError> {
+        let err = |e: rcgen::Error| SimError::Tls(format!("cannot issue the certificate of node {node}: {e}"));
+        let names = vec![node.to_string(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+        let mut params = rcgen::CertificateParams::new(names).map_err(err)?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{node}.simulated"));
+        let key = rcgen::KeyPair::generate().map_err(err)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
+        let cert_der = cert.der().to_vec();
+        Ok(SimIdentity {
+            fingerprint: fingerprint_of(&cert_der),
+            cert_pem: cert.pem(),
+            key_der: key.serialize_der(),
+            cert_der,
+        })
     }
 }
 

@@ -11,13 +11,60 @@ async fn nodes_list_fingerprints_and_status() {
     let a = sim.get("/nodes").await;
     let nodes = a.data().as_array().unwrap();
     assert_eq!(nodes.len(), 3);
+    let mut fingerprints = std::collections::BTreeSet::new();
     for n in nodes {
-        assert_eq!(n["ssl_fingerprint"], sim.server.fingerprint);
+        let name = n["node"].as_str().unwrap();
+        let own = sim.server.nodes.iter().find(|e| e.node == name).unwrap();
+        assert_eq!(n["ssl_fingerprint"], own.fingerprint.as_str(), "each node reports its own certificate");
+        fingerprints.insert(own.fingerprint.clone());
         assert_eq!(n["status"], "online");
         assert_eq!(n["type"], "node");
         assert_eq!(n["id"], format!("node/{}", n["node"].as_str().unwrap()));
         assert!(n["maxcpu"].is_number(), "Sys.Audit shows stats");
     }
+    assert_eq!(fingerprints.len(), 3, "one certificate per node");
+}
+
+#[tokio::test]
+async fn every_node_has_its_own_endpoint_and_certificate_signed_by_the_cluster_ca() {
+    let sim = TestSim::start().await;
+    for n in &sim.server.nodes {
+        // Each endpoint presents its node's certificate, and the CA (what `client` trusts) vouches for it.
+        let der = pve_sim::testing::peer_certificate(&n.endpoint).await;
+        assert_eq!(pve_sim::tls::fingerprint_of(&der), n.fingerprint, "{}", n.node);
+        let r = sim
+            .client
+            .get(format!("{}/api2/json/version", n.endpoint))
+            .header("Authorization", sim.server.auth_header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", n.node);
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_goes_down_while_its_node_stays_in_the_cluster() {
+    let sim = TestSim::start().await;
+    let pve2 = sim.server.nodes[1].endpoint.clone();
+    let a = sim.control(Method::POST, "endpoints/pve2", Some(json!({"up": false}))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let down = sim.client.get(format!("{pve2}/api2/json/version")).send().await;
+    assert!(down.is_err_and(|e| e.is_connect()), "refused");
+    // The node itself is fine: asked through pve1, it is online.
+    let nodes = sim.get("/nodes").await;
+    let row = nodes.data().as_array().unwrap().iter().find(|n| n["node"] == "pve2").unwrap().clone();
+    assert_eq!(row["status"], "online");
+    assert_eq!(sim.control(Method::POST, "endpoints/pve2", Some(json!({"up": true}))).await.status, 200);
+    let back = sim
+        .client
+        .get(format!("{pve2}/api2/json/version"))
+        .header("Authorization", sim.server.auth_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 200);
+    assert_eq!(sim.control(Method::POST, "endpoints/nope", Some(json!({"up": false}))).await.status, 404);
 }
 
 #[tokio::test]

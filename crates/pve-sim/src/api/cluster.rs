@@ -23,7 +23,12 @@ fn node_stats(w: &World, name: &str, online: bool) -> serde_json::Map<String, Va
     m
 }
 
-pub(super) fn list_nodes(w: &World, token: &Token, fingerprint: &str, resources: bool) -> Value {
+pub(super) fn list_nodes(
+    w: &World,
+    token: &Token,
+    fingerprints: &std::collections::BTreeMap<String, String>,
+    resources: bool,
+) -> Value {
     let rows: Vec<Value> = w
         .nodes
         .iter()
@@ -38,7 +43,7 @@ pub(super) fn list_nodes(w: &World, token: &Token, fingerprint: &str, resources:
                 row.insert("host-arch".into(), json!(n.arch.as_str()));
                 row.insert("cgroup-mode".into(), json!(2));
             } else {
-                row.insert("ssl_fingerprint".into(), json!(fingerprint));
+                row.insert("ssl_fingerprint".into(), json!(fingerprints.get(&n.name).cloned().unwrap_or_default()));
             }
             if token.has(&format!("/nodes/{}", n.name), "Sys.Audit") {
                 row.extend(node_stats(w, &n.name, n.online));
@@ -52,7 +57,7 @@ pub(super) fn list_nodes(w: &World, token: &Token, fingerprint: &str, resources:
 pub(super) fn cluster_resources(w: &World, token: &Token, kind: Option<&str>) -> Value {
     let mut rows = Vec::new();
     if kind.is_none_or(|k| k == "node") {
-        if let Value::Array(nodes) = list_nodes(w, token, "", true) {
+        if let Value::Array(nodes) = list_nodes(w, token, &Default::default(), true) {
             rows.extend(nodes);
         }
     }

@@ -156,7 +156,7 @@ fn dispatch(sim: &Arc<Sim>, route: Route, ctx: &Ctx) -> Result<Reply, ApiError> 
                 None,
             ))
         }),
-        Route::Nodes => sim.with_world(|w| Ok((cluster::list_nodes(w, &ctx.token, &sim.fingerprint, false), None))),
+        Route::Nodes => sim.with_world(|w| Ok((cluster::list_nodes(w, &ctx.token, &sim.fingerprints, false), None))),
         Route::ClusterResources => {
             sim.with_world(|w| Ok((cluster::cluster_resources(w, &ctx.token, ctx.param("type")), None)))
         }
