@@ -17,7 +17,7 @@ async fn pinned_fingerprint_is_accepted_and_a_wrong_pin_refused() {
     assert_eq!(client.version().await.unwrap()["version"], "9.1.4");
 
     let mut cfg = cluster_config(&sim.server, "lab");
-    cfg.tls = TlsMode::Fingerprint([0xAB; 32]);
+    cfg.tls = TlsMode::Pinned(vec![[0xAB; 32]]);
     let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
     let PveError::Tls { detail, .. } = &err else { panic!("expected a TLS error, got {err}") };
     assert!(detail.contains(&sim.server.fingerprint), "shows what the server presented: {detail}");
@@ -159,7 +159,7 @@ async fn a_redirect_is_an_error_that_names_where_it_pointed() {
     let sim = TestSim::start().await;
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.endpoints = vec![reqwest::Url::parse(&server.endpoint).unwrap()];
-    cfg.tls = TlsMode::Fingerprint(vztmpld::config::parse_fingerprint(&server.fingerprint).unwrap());
+    cfg.tls = TlsMode::Pinned(vec![vztmpld::config::parse_fingerprint(&server.fingerprint).unwrap()]);
     let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
     assert_eq!(err.status(), Some(302), "{err}");
     let text = err.to_string();
@@ -189,4 +189,55 @@ async fn the_connect_hint_names_the_real_endpoint() {
     let text = err.to_string();
     assert!(text.contains("https://127.0.0.1:1 reachable from here"), "{text}");
     assert!(!text.contains("8006"), "{text}");
+}
+
+/// A config for the simulator's pve1 and pve2 endpoints, with `tls`.
+fn two_endpoints(sim: &TestSim, tls: TlsMode) -> vztmpld::config::ClusterConfig {
+    let mut cfg = cluster_config(&sim.server, "lab");
+    cfg.endpoints = sim.server.nodes[..2].iter().map(|n| reqwest::Url::parse(&n.endpoint).unwrap()).collect();
+    cfg.tls = tls;
+    cfg
+}
+
+fn pin(fp: &str) -> [u8; 32] {
+    vztmpld::config::parse_fingerprint(fp).unwrap()
+}
+
+async fn endpoint(sim: &TestSim, node: &str, up: bool) {
+    let a = sim.control(Method::POST, &format!("endpoints/{node}"), Some(json!({"up": up}))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+#[tokio::test]
+async fn one_pinned_node_is_enough_once_the_others_are_learned() {
+    let sim = TestSim::start().await;
+    let pve1 = pin(&sim.server.nodes[0].fingerprint);
+
+    // Without learning, failing over to pve2 meets a certificate nobody pinned, and the error says why.
+    let unlearned = Client::new(&two_endpoints(&sim, TlsMode::Pinned(vec![pve1])), fast_options()).unwrap();
+    endpoint(&sim, "pve1", false).await;
+    let err = unlearned.version().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PveError::Tls { .. }), "{text}");
+    assert!(text.contains("Each Proxmox node has its own certificate") && text.contains("tls.fingerprints"), "{text}");
+    assert!(text.contains(&sim.server.nodes[1].fingerprint), "shows what pve2 presented: {text}");
+    endpoint(&sim, "pve1", true).await;
+
+    // Learned over the pinned connection while pve1 answers: then pve2 is trusted.
+    let client = Client::new(&two_endpoints(&sim, TlsMode::Pinned(vec![pve1])), fast_options()).unwrap();
+    assert_eq!(client.learn_node_fingerprints(std::time::Duration::from_secs(3600)).await.unwrap(), 2);
+    endpoint(&sim, "pve1", false).await;
+    assert_eq!(client.version().await.unwrap()["version"], "9.1.4", "failed over to pve2");
+}
+
+#[tokio::test]
+async fn every_node_pinned_or_the_cluster_ca_survive_a_dead_first_endpoint() {
+    let sim = TestSim::start().await;
+    endpoint(&sim, "pve1", false).await;
+    let all = sim.server.nodes.iter().map(|n| pin(&n.fingerprint)).collect();
+    let pinned = Client::new(&two_endpoints(&sim, TlsMode::Pinned(all)), fast_options()).unwrap();
+    assert!(pinned.version().await.is_ok());
+    let ca = TlsMode::CaFile { path: "pve-root-ca.pem".into(), pem: sim.server.cert_pem.clone().into_bytes() };
+    let with_ca = Client::new(&two_endpoints(&sim, ca), fast_options()).unwrap();
+    assert!(with_ca.version().await.is_ok());
 }

@@ -77,7 +77,7 @@ fn the_issue_example_loads() {
     assert_eq!(c.clusters.len(), 1);
     let lab = &c.clusters[0];
     assert_eq!(lab.endpoints.len(), 2);
-    assert!(matches!(lab.tls, TlsMode::Fingerprint(fp) if fp[0] == 0xAA));
+    assert!(matches!(&lab.tls, TlsMode::Pinned(pins) if pins.len() == 1 && pins[0][0] == 0xAA));
     assert_eq!(lab.nodes, NodeSelector::All);
     assert_eq!(lab.secret.expose(), "d6a1f0b2-1111-2222-3333-444455556666");
     assert_eq!(c.templates.len(), 4);

@@ -33,9 +33,14 @@ fn every_example_config_passes_check() {
 #[test]
 fn the_production_example_is_valid_apart_from_its_secret_path() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.yaml");
+    // The cluster CA it names is a copy of the cluster's /etc/pve/pve-root-ca.pem: a stand-in here.
+    let ca = common::temp_dir("deploy").join("pve-root-ca.pem");
+    std::fs::write(&ca, pve_sim::tls::ClusterCa::generate().unwrap().cert_pem).unwrap();
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("secret_file: /etc/vztmpld/lab.secret", "secret_env: VZTMPLD_T_SECRET");
+        .replace("secret_file: /etc/vztmpld/lab.secret", "secret_env: VZTMPLD_T_SECRET")
+        .replace("ca_file: /etc/vztmpld/pve-root-ca.pem", &format!("ca_file: {}", ca.display()));
+    assert!(text.contains(&format!("ca_file: {}", ca.display())), "the example still uses ca_file");
     // SAFETY: no other thread of this test binary reads the environment.
     unsafe { std::env::set_var("VZTMPLD_T_SECRET", "s") };
     vztmpld::config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));

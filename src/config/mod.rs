@@ -397,26 +397,39 @@ impl Validator {
 
     fn tls(&mut self, at: &str, raw: model::RawTls, base_dir: &Path) -> Option<TlsMode> {
         let given = usize::from(raw.fingerprint.is_some())
+            + usize::from(raw.fingerprints.is_some())
             + usize::from(raw.ca_file.is_some())
             + usize::from(raw.insecure == Some(true));
         if given != 1 {
             self.problem(
                 &format!("{at}.tls"),
-                "tls: give exactly one of fingerprint (SHA-256 from the Proxmox GUI), ca_file, or insecure: true",
+                "tls: give exactly one of fingerprint (SHA-256 from the Proxmox GUI), fingerprints (one per node), ca_file (the cluster's /etc/pve/pve-root-ca.pem), or insecure: true",
             );
             return None;
         }
-        if let Some(fp) = raw.fingerprint {
-            return match parse_fingerprint(&fp) {
-                Some(bytes) => Some(TlsMode::Fingerprint(bytes)),
-                None => {
-                    self.problem(
-                        &format!("{at}.tls.fingerprint"),
+        let pins: Option<Vec<(String, String)>> = match (raw.fingerprint, raw.fingerprints) {
+            (Some(fp), _) => Some(vec![(format!("{at}.tls.fingerprint"), fp)]),
+            (None, Some(list)) if list.is_empty() => {
+                self.problem(&format!("{at}.tls.fingerprints"), "tls.fingerprints: give at least one");
+                return None;
+            }
+            (None, Some(list)) => {
+                Some(list.into_iter().enumerate().map(|(i, fp)| (format!("{at}.tls.fingerprints[{i}]"), fp)).collect())
+            }
+            (None, None) => None,
+        };
+        if let Some(pins) = pins {
+            let mut parsed = Vec::new();
+            for (key, fp) in pins {
+                match parse_fingerprint(&fp) {
+                    Some(bytes) => parsed.push(bytes),
+                    None => self.problem(
+                        &key,
                         format!("fingerprint '{fp}' is not a SHA-256 fingerprint: expected 32 hex pairs like AA:BB:...:FF (Datacenter → node → System → Certificates)"),
-                    );
-                    None
+                    ),
                 }
-            };
+            }
+            return Some(TlsMode::Pinned(parsed));
         }
         if let Some(file) = raw.ca_file {
             let path = base_dir.join(file);

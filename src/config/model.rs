@@ -45,6 +45,7 @@ pub(super) struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
     pub fingerprint: Option<String>,
+    pub fingerprints: Option<Vec<String>>,
     pub ca_file: Option<PathBuf>,
     pub insecure: Option<bool>,
 }
@@ -139,8 +140,9 @@ pub struct ClusterConfig {
 /// How the server certificate is verified.
 #[derive(Clone, PartialEq, Eq)]
 pub enum TlsMode {
-    /// SHA-256 of the leaf certificate.
-    Fingerprint([u8; 32]),
+    /// SHA-256 fingerprints of accepted leaf certificates (`tls.fingerprint` is a list of one). The other
+    /// nodes' certificates are learned from `GET /nodes` over a connection verified by these pins.
+    Pinned(Vec<[u8; 32]>),
     /// A CA (or the self-signed certificate itself) in PEM.
     CaFile { path: PathBuf, pem: Vec<u8> },
     /// No verification, only when the config says `insecure: true`.
@@ -150,9 +152,10 @@ pub enum TlsMode {
 impl fmt::Debug for TlsMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsMode::Fingerprint(fp) => {
-                let hex: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
-                write!(f, "Fingerprint({})", hex.join(":"))
+            TlsMode::Pinned(pins) => {
+                let hex: Vec<String> =
+                    pins.iter().map(|fp| fp.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")).collect();
+                write!(f, "Pinned({})", hex.join(", "))
             }
             TlsMode::CaFile { path, .. } => write!(f, "CaFile({})", path.display()),
             TlsMode::Insecure => f.write_str("Insecure"),

@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::error::{PveError, explain_status};
-use super::tls::{SeenFingerprint, client_config};
+use super::tls::{Pins, SeenFingerprint, client_config};
 use super::types::{
-    Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, Permissions, StorageVolume, TaskListItem, TaskLogLine,
-    TaskStatus,
+    Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, NodeListItem, Permissions, StorageVolume,
+    TaskListItem, TaskLogLine, TaskStatus,
 };
 use crate::config::{Checksum, ClusterConfig, TlsMode};
 
@@ -89,7 +89,10 @@ pub struct Client {
     /// Index of the endpoint that answered last: later calls start there.
     preferred: AtomicUsize,
     seen_fingerprint: SeenFingerprint,
-    pinned: bool,
+    /// The accepted leaf fingerprints (pinned modes only): configured, and learned from `GET /nodes`.
+    pins: Option<Pins>,
+    /// When the nodes' fingerprints were last learned.
+    learned_at: std::sync::Mutex<Option<std::time::Instant>>,
     options: ClientOptions,
 }
 
@@ -111,7 +114,8 @@ impl Client {
             endpoint: cfg.endpoints.first().map(|u| u.to_string()).unwrap_or_default(),
             detail,
         };
-        let tls = client_config(&cfg.tls, Arc::clone(&seen)).map_err(tls_error)?;
+        let pins = Pins::default();
+        let tls = client_config(&cfg.tls, Arc::clone(&seen), &pins).map_err(tls_error)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(options.timeout)
@@ -137,7 +141,8 @@ impl Client {
             permits: Semaphore::new(options.max_in_flight.max(1)),
             preferred: AtomicUsize::new(0),
             seen_fingerprint: seen,
-            pinned: matches!(cfg.tls, TlsMode::Fingerprint(_)),
+            pins: matches!(cfg.tls, TlsMode::Pinned(_)).then_some(pins),
+            learned_at: std::sync::Mutex::new(None),
             options,
         })
     }
@@ -310,7 +315,13 @@ impl Client {
         let bad_certificate = matches!(rustls_cause(e), Some(rustls::Error::InvalidCertificate(_)))
             || cause.contains("invalid peer certificate");
         if bad_certificate || rustls_cause(e).is_some() {
-            let detail = match (bad_certificate, self.pinned) {
+            let detail = match (bad_certificate, self.pins.is_some()) {
+                (true, true) if self.endpoints.len() > 1 => {
+                    let seen = self.seen_fingerprint.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
+                    format!(
+                        "the server's certificate (SHA-256 {seen}) is not pinned. Each Proxmox node has its own certificate: list every node's in tls.fingerprints, or trust the cluster CA (tls.ca_file: a copy of /etc/pve/pve-root-ca.pem); vztmpld also learns the other nodes' certificates while a pinned node answers. If this node's certificate was renewed, copy the new fingerprint (node → System → Certificates)"
+                    )
+                }
                 (true, true) => {
                     let seen = self.seen_fingerprint.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
                     format!(
@@ -333,6 +344,30 @@ impl Client {
             };
         }
         self.connect_error(&endpoint_s, &cause)
+    }
+
+    /// Pinned modes: learns every node's certificate fingerprint from `GET /nodes` (`ssl_fingerprint`), over a
+    /// connection the pins already verified, so failing over to another node works with one pinned node.
+    /// At most once per `every`; returns how many fingerprints were new.
+    pub async fn learn_node_fingerprints(&self, every: Duration) -> Result<usize, PveError> {
+        let Some(pins) = &self.pins else { return Ok(0) };
+        {
+            let mut last = self.learned_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < every) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let nodes: Vec<NodeListItem> = self.call(Method::GET, "/nodes", &[], &[]).await?.data;
+        let learned: Vec<[u8; 32]> =
+            nodes.iter().filter_map(|n| crate::config::parse_fingerprint(n.ssl_fingerprint.as_deref()?)).collect();
+        let mut set = pins.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(learned.into_iter().filter(|fp| set.insert(*fp)).count())
+    }
+
+    /// Whether the client has more than one endpoint to fail over to.
+    pub fn has_failover(&self) -> bool {
+        self.endpoints.len() > 1
     }
 
     /// `GET /version`.

@@ -1,7 +1,8 @@
 //! TLS for the Proxmox client: pin the leaf certificate's SHA-256, trust a CA file, or (only when asked)
 //! accept anything. Handshake signatures are always verified.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -15,13 +16,16 @@ use crate::config::TlsMode;
 /// What the pinning verifier last saw, for an error message that shows the presented fingerprint.
 pub type SeenFingerprint = Arc<Mutex<Option<String>>>;
 
+/// The leaf fingerprints accepted: the configured pins, and those learned from `GET /nodes`.
+pub type Pins = Arc<RwLock<HashSet<[u8; 32]>>>;
+
 /// Formats 32 bytes as `AA:BB:...`.
 pub fn format_fingerprint(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// Builds the rustls configuration for a TLS mode.
-pub fn client_config(mode: &TlsMode, seen: SeenFingerprint) -> Result<rustls::ClientConfig, String> {
+/// Builds the rustls configuration for a TLS mode; for pinned modes, `pins` is the live set the verifier checks.
+pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -35,23 +39,29 @@ pub fn client_config(mode: &TlsMode, seen: SeenFingerprint) -> Result<rustls::Cl
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        TlsMode::Fingerprint(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier { pin: Some(*pin), provider, seen }))
-            .with_no_client_auth(),
+        TlsMode::Pinned(configured) => {
+            if let Ok(mut set) = pins.write() {
+                set.extend(configured.iter().copied());
+            }
+            let pins = Some(Arc::clone(pins));
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Verifier { pins, provider, seen }))
+                .with_no_client_auth()
+        }
         TlsMode::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier { pin: None, provider, seen }))
+            .with_custom_certificate_verifier(Arc::new(Verifier { pins: None, provider, seen }))
             .with_no_client_auth(),
     };
     Ok(config)
 }
 
-/// Pins the leaf certificate (or, without a pin, accepts any) and checks handshake signatures properly,
-/// so that holding the public certificate is not enough to impersonate the server.
+/// Pins the leaf certificate to a set (or, without pins, accepts any) and checks handshake signatures
+/// properly, so that holding the public certificate is not enough to impersonate the server.
 #[derive(Debug)]
 struct Verifier {
-    pin: Option<[u8; 32]>,
+    pins: Option<Pins>,
     provider: Arc<CryptoProvider>,
     seen: SeenFingerprint,
 }
@@ -69,11 +79,14 @@ impl ServerCertVerifier for Verifier {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(format_fingerprint(&digest));
         }
-        match self.pin {
-            Some(pin) if pin != digest => {
-                Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-            }
-            _ => Ok(ServerCertVerified::assertion()),
+        let accepted = match &self.pins {
+            None => true,
+            Some(pins) => pins.read().is_ok_and(|set| set.contains(&digest)),
+        };
+        if accepted {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
         }
     }
 

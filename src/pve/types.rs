@@ -33,6 +33,15 @@ pub struct ClusterNode {
     pub host_arch: Option<String>,
 }
 
+/// A row of `GET /nodes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeListItem {
+    pub node: String,
+    /// SHA-256 of the node's API certificate, `AA:BB:…`.
+    #[serde(default)]
+    pub ssl_fingerprint: Option<String>,
+}
+
 /// A storage row of `GET /cluster/resources?type=storage` (one per storage and node).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClusterStorage {

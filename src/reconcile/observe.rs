@@ -21,6 +21,13 @@ pub(super) async fn observe_cluster(
     templates: &[TemplateConfig],
 ) -> ClusterObservation {
     let mut obs = ClusterObservation { name: cfg.name.clone(), ..Default::default() };
+    if client.has_failover() {
+        // Pinned clusters learn the other nodes' certificates while a pinned node answers (hourly), so a
+        // failover finds them trusted. Nothing is lost when it fails: the pins stay as they are.
+        if let Err(e) = client.learn_node_fingerprints(std::time::Duration::from_secs(3600)).await {
+            tracing::debug!(cluster = %cfg.name, error = %e, "cannot learn the nodes' certificate fingerprints");
+        }
+    }
     let (perms, nodes, storages) =
         tokio::join!(client.permissions(), client.cluster_nodes(), client.cluster_storages());
     let (nodes, storages) = match (nodes, storages) {

@@ -19,7 +19,7 @@ pub fn cluster_config(server: &SimServer, name: &str) -> vztmpld::config::Cluste
         endpoints: vec![reqwest::Url::parse(&server.endpoint).unwrap()],
         token_id: server.token_id.clone(),
         secret: Secret::new(server.token_secret.clone()),
-        tls: TlsMode::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap()),
+        tls: TlsMode::Pinned(vec![parse_fingerprint(&server.fingerprint).unwrap()]),
         nodes: NodeSelector::All,
         storage: StorageSelector::Auto,
         max_parallel_downloads: 4,

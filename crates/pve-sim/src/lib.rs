@@ -92,6 +92,8 @@ pub struct SimServer {
     pub endpoint: String,
     /// Every node's endpoint and certificate fingerprint, in scenario order.
     pub nodes: Vec<NodeEndpoint>,
+    /// A listener that is never taken down (the mirror's), for `/_sim/` control while node endpoints are down.
+    pub control: String,
     /// The first scenario token's id.
     pub token_id: String,
     /// That token's secret.
@@ -136,7 +138,8 @@ impl SimServer {
         let mirror_listener = listeners::bind(any_port)?;
         let mirror_local = mirror_listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
         let mirror_identity = ca.issue("mirror")?;
-        let world = World::new(&scenario, &scenario_dir, &listeners::url_of(mirror_local))?;
+        let control = listeners::url_of(mirror_local);
+        let world = World::new(&scenario, &scenario_dir, &control)?;
         let token = world.tokens.first().cloned().ok_or_else(|| SimError::Scenario("no token".into()))?;
 
         let build = |config: rustls::ClientConfig| {
@@ -169,6 +172,7 @@ impl SimServer {
             endpoint: first.endpoint,
             fingerprint: first.fingerprint,
             nodes,
+            control,
             token_id: token.id.clone(),
             token_secret: token.secret.clone(),
             cert_pem: ca.cert_pem.clone(),
@@ -190,6 +194,7 @@ impl SimServer {
             "token_secret": self.token_secret,
             "fingerprint": self.fingerprint,
             "nodes": nodes,
+            "control": self.control,
             "ca_pem": self.cert_pem,
         })
         .to_string()

@@ -114,7 +114,7 @@ impl TestSim {
 
     /// `/_sim/` control call with a JSON body.
     pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
-        let mut rb = self.auth(self.client.request(method, format!("{}/_sim/{path}", self.server.endpoint)));
+        let mut rb = self.auth(self.client.request(method, format!("{}/_sim/{path}", self.server.control)));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
