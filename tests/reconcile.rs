@@ -197,6 +197,15 @@ async fn a_wrong_token_is_a_clear_401() {
     let (code, out, _) = run("plan", &cfg).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("HTTP 401") && out.contains("check auth.token_id and the secret"), "{out}");
+    // The plan table shows the cluster once, not once per template.
+    let (_, out, _) = run("plan", &{
+        let c = write_config(&sim.server, "", TEMPLATES);
+        std::fs::write(c.parent().unwrap().join("lab.secret"), "00000000-0000-0000-0000-000000000000").unwrap();
+        c
+    })
+    .await;
+    assert_eq!(out.matches("HTTP 401").count(), 1, "{out}");
+    assert!(out.contains("(3 templates)"), "{out}");
     // apply logs the cluster-level failure once, not once per template as a cache miss.
     let cfg2 = write_config(&sim.server, "", TEMPLATES);
     std::fs::write(cfg2.parent().unwrap().join("lab.secret"), "00000000-0000-0000-0000-000000000000").unwrap();

@@ -60,6 +60,7 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
             }
         })
         .collect();
+    let rows = collapse_unobserved(rows);
     let header = Row {
         cluster: "CLUSTER".into(),
         node: "NODE".into(),
@@ -94,6 +95,28 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
             let ok = o.iter().filter(|o| o.succeeded()).count();
             out.push_str(&format!("Applied: {ok} of {} downloads finished; plan was {}\n", o.len(), summary(plan)));
         }
+    }
+    out
+}
+
+/// A cluster that could not be observed is one row (`*`, all its templates), not one row per template.
+fn collapse_unobserved(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    let mut templates = 0;
+    for row in rows {
+        let same = row.node == "*"
+            && out
+                .last()
+                .is_some_and(|last: &Row| last.node == "*" && last.cluster == row.cluster && last.detail == row.detail);
+        if same {
+            templates += 1;
+            if let Some(last) = out.last_mut() {
+                last.template = format!("({templates} templates)");
+            }
+            continue;
+        }
+        templates = 1;
+        out.push(row);
     }
     out
 }
