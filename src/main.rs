@@ -46,7 +46,7 @@ fn init_logging(cli: &Cli) {
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match (cli.log_format, under_journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
+        (LogFormat::Text, true) => builder.without_time().with_target(false).with_ansi(false).init(),
         (LogFormat::Text, false) => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }

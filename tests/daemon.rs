@@ -374,3 +374,51 @@ async fn a_large_reload_is_validated_off_the_loop() {
     d.wait_for("the rejection", |d| async move { d.shared.read(|s| s.config.last_reload_error.is_some()) }).await;
     assert!(d.shared.read(|s| s.config.last_reload_error.clone()).unwrap().contains("bogus_key"));
 }
+
+#[tokio::test]
+async fn a_steady_pass_logs_one_line_per_cluster_and_changes_are_logged() {
+    let nodes: String = (1..=20).map(|i| format!("{{name: pve{i}}}, ")).collect();
+    let sim = TestSim::with(&format!("nodes: [{}]", nodes.trim_end_matches(", "))).await;
+    let cfg = write_config(&sim.server, "", TWO);
+    let d = Daemon::start(&cfg).await;
+    let converged =
+        |d: &Daemon| d.shared.read(|s| s.ready && s.all_cached() && !s.pass_running && s.clusters[0].nodes.len() == 20);
+    d.wait_for("the first pass", |d| async move { converged(d) }).await;
+    let info_lines = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("vztmpld") && (l.contains(" INFO ") || l.contains(" WARN ")))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(info_lines(&d.log()).iter().filter(|l| l.contains("CACHE MISS")).count(), 40, "every item at start");
+
+    // A steady pass: one summary per cluster, and the pass line.
+    let before = info_lines(&d.log()).len();
+    d.send(Control::Reconcile(vztmpld::daemon::Trigger::Api)).await;
+    d.wait_for("the steady pass", |d| async move {
+        info_lines(&d.log()).len() > before
+            && info_lines(&d.log()).last().is_some_and(|l| l.contains("reconcile pass finished"))
+    })
+    .await;
+    let steady: Vec<String> = info_lines(&d.log())[before..].to_vec();
+    assert_eq!(steady.len(), 2, "one line per cluster plus the pass: {steady:#?}");
+    assert!(steady[0].contains("cluster reconciled") && steady[0].contains("cached=40"), "{steady:#?}");
+
+    // A template disappears from the shared storage: its misses are logged, once.
+    let volid = format!("shared:vztmpl/{ALPINE}");
+    let a = sim.delete(&format!("/nodes/pve1/storage/shared/content/{}", common::encode(&volid))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let before = info_lines(&d.log()).len();
+    d.send(Control::Reconcile(vztmpld::daemon::Trigger::Api)).await;
+    d.wait_for("the repair", |d| async move {
+        info_lines(&d.log())[before..].iter().any(|l| l.contains("reconcile pass finished"))
+    })
+    .await;
+    let changed: Vec<String> = info_lines(&d.log())[before..].to_vec();
+    assert_eq!(
+        changed.iter().filter(|l| l.contains("CACHE MISS") && l.contains("alpine-3.22")).count(),
+        20,
+        "{changed:#?}"
+    );
+    assert!(!changed.iter().any(|l| l.contains("CACHE HIT") && l.contains("debian")), "unchanged items stay quiet");
+}

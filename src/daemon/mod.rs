@@ -11,6 +11,7 @@
 //! - [`status`], [`metrics`], [`server`]: what the daemon shows. [`watch`]: the file-watch producer.
 
 pub mod control;
+mod lookups;
 pub mod metrics;
 mod pass;
 mod reload;
@@ -68,6 +69,7 @@ pub struct Daemon {
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Control>,
     seed: u64,
+    lookups: Arc<std::sync::Mutex<lookups::LookupLog>>,
 }
 
 impl Daemon {
@@ -77,7 +79,7 @@ impl Daemon {
         let shared = Arc::new(Shared::new(Status::new(source.path().display().to_string()), tx));
         let active = Active::load(&source, &shared)?;
         let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        Ok(Self { source, active, shared, requests, seed })
+        Ok(Self { source, active, shared, requests, seed, lookups: Default::default() })
     }
 
     /// Fixes the jitter's seed (tests).
@@ -141,7 +143,8 @@ impl Daemon {
                         if trigger == Trigger::Interval {
                             reload.start(&self.source, self.active.hash(), false, Trigger::Config);
                         }
-                        pass = Some(pass::spawn(self.active.fleet.clone(), Arc::clone(&self.shared), trigger));
+                        let (fleet, shared) = (self.active.fleet.clone(), Arc::clone(&self.shared));
+                        pass = Some(pass::spawn(fleet, shared, Arc::clone(&self.lookups), trigger));
                     }
                     continue;
                 }
@@ -205,6 +208,8 @@ impl Daemon {
             return;
         };
         let retries = schedule.finish(now, r.failing_nodes());
+        let configured: Vec<String> = self.config().clusters.iter().map(|c| c.name.clone()).collect();
+        self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(&configured);
         let elapsed = now.saturating_duration_since(r.started);
         let wall = SystemTime::now();
         let outcome = {

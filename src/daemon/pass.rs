@@ -2,18 +2,19 @@
 //! watchdog while downloads are followed), publishing the plan and live progress to the status as it goes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::control::Trigger;
+use super::lookups::{LookupLog, log_summary};
 use super::scheduler::NodeKey;
 use super::server::Shared;
+use crate::reconcile::Fleet;
 use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
 use crate::reconcile::plan::{ItemState, Plan};
-use crate::reconcile::{self, Fleet};
 
 /// What a finished pass hands back to the loop.
 #[derive(Debug)]
@@ -44,7 +45,12 @@ impl PassResult {
 }
 
 /// Starts a pass: observe → plan (published at once) → apply (progress published as it comes).
-pub(super) fn spawn(fleet: Fleet, shared: Arc<Shared>, trigger: Trigger) -> JoinHandle<PassResult> {
+pub(super) fn spawn(
+    fleet: Fleet,
+    shared: Arc<Shared>,
+    lookups: Arc<Mutex<LookupLog>>,
+    trigger: Trigger,
+) -> JoinHandle<PassResult> {
     shared.update(|s| s.start_pass(trigger, SystemTime::now()));
     tracing::debug!(%trigger, "reconcile pass started");
     tokio::spawn(async move {
@@ -53,11 +59,15 @@ pub(super) fn spawn(fleet: Fleet, shared: Arc<Shared>, trigger: Trigger) -> Join
         let (plan, outcomes) = fleet
             .reconcile(
                 |plan| {
-                    reconcile::log_lookups(plan);
+                    lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
                     shared.update(|s| s.publish_cluster_plan(plan, None, SystemTime::now()));
                     Some(progress_sink(plan, &shared))
                 },
-                |plan, outcomes| shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now())),
+                |plan, outcomes| {
+                    log_summary(plan, outcomes, started.elapsed());
+                    lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record_outcomes(plan, outcomes);
+                    shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now()));
+                },
             )
             .await;
         PassResult { plan, outcomes, started, trigger }
