@@ -51,26 +51,32 @@ pub enum Output {
 pub enum Command {
     /// Validate a configuration offline (exit 0 when valid, 1 with the problems otherwise).
     Check {
+        /// The configuration file.
         #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
         config: PathBuf,
     },
     /// Observe the clusters and print what would be downloaded (exit 0: all cached, 2: downloads pending,
     /// 1: something is blocked).
     Plan {
+        /// The configuration file.
         #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
         config: PathBuf,
+        /// Print a table (text) or JSON for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Run one reconcile pass: download what is missing and follow it to the end (exit 0 when converged).
     Apply {
+        /// The configuration file.
         #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
         config: PathBuf,
+        /// Print a table (text) or JSON for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Run the daemon: reconcile on an interval, hot-reload the config, serve status and metrics.
     Run {
+        /// The configuration file.
         #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
         config: PathBuf,
         /// Status server address (default: server.listen from the config, else 127.0.0.1:9811).
@@ -79,11 +85,13 @@ pub enum Command {
     },
     /// Show a running daemon's status: nodes × templates.
     Status {
+        /// The daemon's status server.
         #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
         addr: String,
         /// The status server's bearer token (server.token_file), when it has one.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Print a table (text) or JSON for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -94,6 +102,14 @@ pub enum Command {
         #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
         listen: SocketAddr,
     },
+    /// Print a shell completion script (e.g. `vztmpld completions bash > /etc/bash_completion.d/vztmpld`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (e.g. `vztmpld man | man -l -`).
+    Man,
     /// Serve a simulated Proxmox VE cluster over HTTPS (for tests, benchmarks and demos).
     #[cfg(feature = "sim")]
     Sim {
@@ -140,6 +156,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         #[cfg(feature = "sim")]
         Command::Demo { listen } => demo::run(listen).await,
         Command::Plan { config, output } => oneshot::plan(&config, output).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vztmpld", &mut out);
+            print(&String::from_utf8_lossy(&out))?;
+            Ok(ExitStatus::Success)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            print(&String::from_utf8_lossy(&out))?;
+            Ok(ExitStatus::Success)
+        }
         Command::Apply { config, output } => oneshot::apply(&config, output).await,
     }
 }
@@ -151,4 +179,30 @@ fn print(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn every_flag_and_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} --{id} has no help text");
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{path} {} has no help text", sub.get_name());
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        Cli::command().debug_assert();
+        walk(&Cli::command(), "vztmpld");
+    }
 }
