@@ -422,3 +422,46 @@ async fn a_steady_pass_logs_one_line_per_cluster_and_changes_are_logged() {
     );
     assert!(!changed.iter().any(|l| l.contains("CACHE HIT") && l.contains("debian")), "unchanged items stay quiet");
 }
+
+#[tokio::test]
+async fn status_shows_queued_then_moving_percentages_with_rate_and_eta() {
+    // 64 MiB at 64 MB/s: wget logs one progress line (at 32 MiB); the rest is interpolated from its rate.
+    let sim = TestSim::with("default_template_size: 67108864\nbandwidth: 64000000").await;
+    let cfg = write_config(&sim.server, "max_parallel_downloads: 1\n", TWO);
+    let d = Daemon::start(&cfg).await;
+    let mut seen_queued = false;
+    let mut percents = std::collections::BTreeSet::new();
+    let mut with_rate = false;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let (queued, downloading, done) = d.shared.read(|s| {
+            let ts: Vec<_> = s.templates().cloned().collect();
+            let queued = ts.iter().any(|t| t.state == vztmpld::daemon::status::TemplateState::Queued);
+            let downloading: Vec<_> = ts
+                .iter()
+                .filter(|t| t.state == vztmpld::daemon::status::TemplateState::Downloading)
+                .map(|t| (t.progress, t.rate_bytes_per_second, t.eta_seconds, t.bytes_total))
+                .collect();
+            (queued, downloading, s.ready && s.all_cached())
+        });
+        seen_queued |= queued;
+        for (pct, rate, eta, total) in downloading {
+            if let Some(p) = pct.filter(|p| (1..100).contains(p)) {
+                percents.insert(p);
+                assert_eq!(total, Some(67_108_864));
+            }
+            with_rate |= rate.is_some() && eta.is_some();
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("intermediate percentages seen: {percents:?}");
+    assert!(seen_queued, "the second download waited for the cluster's only slot as `queued`");
+    assert!(percents.len() >= 3, "moving between wget's lines: {percents:?}");
+    assert!(with_rate, "rate and ETA shown while downloading");
+    // The simulator's log stays wget's: one line per 32 MiB, not finer.
+    let log = d.log();
+    assert!(!log.contains("panicked"), "{log}");
+}

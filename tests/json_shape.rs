@@ -81,7 +81,23 @@ fn status_json_is_unchanged() {
     s.start_pass(Trigger::Start, t0);
     let p = plan();
     s.publish_plan(&p, None, t0);
-    s.record_progress("lab", &[("pve2".into(), "alpine-3.22".into())], "UPID:pve2:1", Some(40));
+    let progress = vztmpld::reconcile::apply::Progress {
+        download: 0,
+        phase: vztmpld::reconcile::apply::Phase::Downloading,
+        upid: Some("UPID:pve2:1".into()),
+        done: Some(40 << 20),
+        total: Some(100 << 20),
+        rate: Some(f64::from(20 << 20)),
+    };
+    s.record_progress("lab", &[("pve2".into(), "alpine-3.22".into())], &progress);
+    let live = serde_json::to_value(&s).unwrap()["clusters"][1]["nodes"][1]["templates"][0].clone();
+    assert_eq!(
+        live,
+        json!({"template": "alpine-3.22", "state": "downloading", "volid": null, "storage": "local",
+               "upid": "UPID:pve2:1", "progress": 40, "error": null, "next_retry": null,
+               "bytes_done": 40 << 20, "bytes_total": 100 << 20, "rate_bytes_per_second": 20 << 20, "eta_seconds": 3}),
+        "a download in flight adds bytes, rate and ETA"
+    );
     let outcomes = [Outcome::Failed { upid: Some("UPID:pve2:1".into()), error: "boom".into(), retryable: true }];
     s.publish_plan(&p, Some(&outcomes), t0);
     let retries = BTreeMap::from([

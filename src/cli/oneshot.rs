@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{ExitStatus, Output, print, report};
 use crate::config::{self, Config};
 use crate::reconcile::Fleet;
-use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
+use crate::reconcile::apply::{Outcome, Phase, Progress, ProgressSink};
 use crate::reconcile::plan::Plan;
 
 fn load(path: &Path) -> anyhow::Result<Config> {
@@ -67,24 +67,37 @@ pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitSta
     Ok(if failed || plan.has_blocked() { ExitStatus::Failure } else { ExitStatus::Success })
 }
 
-/// One bar per download of a cluster's plan, fed from the task logs' wget progress.
+/// One bar per download of a cluster's plan: its phase, bytes, rate and time left, moving between wget's
+/// 32 MiB log lines by interpolation.
 fn progress_bars(multi: &indicatif::MultiProgress, plan: &Plan) -> ProgressSink {
-    let style = indicatif::ProgressStyle::with_template("{prefix:>40} [{bar:30}] {pos:>3}%")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>40} [{bar:30}] {msg:<11} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let bars: Vec<indicatif::ProgressBar> = plan
         .downloads
         .iter()
         .map(|d| {
-            let bar = multi.add(indicatif::ProgressBar::new(100));
+            let bar = multi.add(indicatif::ProgressBar::new(0));
             bar.set_style(style.clone());
             bar.set_prefix(format!("{} → {}/{}", d.file, d.node, d.storage));
+            bar.set_message("planned");
             bar
         })
         .collect();
     Arc::new(move |p: Progress| {
-        if let (Some(bar), Some(pct)) = (bars.get(p.download), p.percent) {
-            bar.set_position(u64::from(pct));
+        let Some(bar) = bars.get(p.download) else { return };
+        bar.set_message(match p.phase {
+            Phase::Queued => "queued",
+            Phase::Downloading => "downloading",
+            Phase::Verifying => "verifying",
+        });
+        if let Some(total) = p.total {
+            bar.set_length(total);
+        }
+        if let Some(done) = p.done {
+            bar.set_position(done);
         }
     })
 }

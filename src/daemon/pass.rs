@@ -89,7 +89,7 @@ fn progress_sink(plan: &Plan, shared: &Arc<Shared>) -> ProgressSink {
     let shared = Arc::clone(shared);
     Arc::new(move |p: Progress| {
         if let Some((cluster, items)) = served.get(p.download) {
-            shared.update(|s| s.record_progress(cluster, items, &p.upid, p.percent));
+            shared.update(|s| s.record_progress(cluster, items, &p));
         }
     })
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::control::Trigger;
-use crate::reconcile::apply::Outcome;
+use crate::reconcile::apply::{Outcome, Phase, Progress};
 use crate::reconcile::plan::{ItemState, Plan, Scope};
 
 /// RFC 3339 time, to the second.
@@ -144,7 +144,11 @@ pub enum TemplateState {
     /// Planned for download, not started yet.
     #[default]
     Missing,
+    /// Waiting for a free slot on its node or in its cluster.
+    Queued,
     Downloading,
+    /// Transferred; Proxmox verifies the checksum and moves it into place.
+    Verifying,
     Failed,
     Blocked,
 }
@@ -155,7 +159,9 @@ impl TemplateState {
         match self {
             TemplateState::Cached => "cached",
             TemplateState::Missing => "missing",
+            TemplateState::Queued => "queued",
             TemplateState::Downloading => "downloading",
+            TemplateState::Verifying => "verifying",
             TemplateState::Failed => "failed",
             TemplateState::Blocked => "blocked",
         }
@@ -173,6 +179,18 @@ pub struct TemplateStatus {
     pub progress: Option<u8>,
     pub error: Option<String>,
     pub next_retry: Option<String>,
+    /// Bytes transferred (interpolated between the task log's lines), while downloading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_done: Option<u64>,
+    /// The file's size, once the task log gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Transfer rate, bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bytes_per_second: Option<u64>,
+    /// Seconds left at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
 }
 
 /// A node's retry schedule after a pass, as the scheduler decided it.
@@ -264,7 +282,11 @@ impl NodeStatus {
         let cached = count(TemplateState::Cached);
         let failed = count(TemplateState::Failed);
         let blocked = count(TemplateState::Blocked);
-        let moving = count(TemplateState::Downloading) + count(TemplateState::Missing) > 0;
+        let moving = count(TemplateState::Downloading)
+            + count(TemplateState::Missing)
+            + count(TemplateState::Queued)
+            + count(TemplateState::Verifying)
+            > 0;
         let message =
             if failed == 0 { first_error(TemplateState::Blocked) } else { first_error(TemplateState::Failed) };
         let stalled_message = first_error(TemplateState::Blocked);
@@ -386,15 +408,24 @@ impl Status {
         clusters
     }
 
-    /// A download of `(node, template)` items made progress.
-    pub fn record_progress(&mut self, cluster: &str, items: &[(String, String)], upid: &str, percent: Option<u8>) {
+    /// A download of `(node, template)` items made progress (or waits for a slot).
+    pub fn record_progress(&mut self, cluster: &str, items: &[(String, String)], p: &Progress) {
+        let state = match p.phase {
+            Phase::Queued => TemplateState::Queued,
+            Phase::Downloading => TemplateState::Downloading,
+            Phase::Verifying => TemplateState::Verifying,
+        };
         for c in self.clusters.iter_mut().filter(|c| c.name == cluster) {
             for n in c.nodes.iter_mut() {
                 for t in n.templates.iter_mut() {
                     if items.iter().any(|(node, tpl)| *node == n.name && *tpl == t.template) {
-                        t.state = TemplateState::Downloading;
-                        t.upid = Some(upid.to_string());
-                        t.progress = percent;
+                        t.state = state;
+                        t.upid = p.upid.clone();
+                        t.progress = p.percent();
+                        t.bytes_done = p.done;
+                        t.bytes_total = p.total;
+                        t.rate_bytes_per_second = p.rate.map(|r| r as u64);
+                        t.eta_seconds = p.eta().map(|d| d.as_secs());
                     }
                 }
             }

@@ -43,17 +43,8 @@ impl Outcome {
     }
 }
 
-/// Progress of a running download, for live displays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    pub download: usize,
-    pub upid: String,
-    pub bytes_total: Option<u64>,
-    pub percent: Option<u8>,
-}
-
-/// Receives progress updates (a terminal bar, the daemon's status).
-pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+use super::progress::Tracker;
+pub use super::progress::{Phase, Progress, ProgressSink};
 
 /// Runs every download of a plan; returns one outcome per `plan.downloads` entry. Each cluster runs its
 /// downloads under its own limits, concurrently with the others.
@@ -107,6 +98,9 @@ async fn run_cluster(
         let cluster_limit = &cluster_limit;
         let span = tracing::info_span!("download", cluster = %d.cluster, node = %d.node, storage = %d.storage, template = %d.file);
         async move {
+            if let Some(sink) = &progress {
+                sink(Progress::queued(i));
+            }
             // The node's slot first: a download waiting for its busy node must not hold a cluster slot that an
             // idle node could use.
             let _n = node_limit.acquire().await.ok();
@@ -156,7 +150,7 @@ async fn run_download(
     let (upid, adopted) = match running {
         Some(task) => {
             if let Some(sink) = progress {
-                sink(Progress { download: index, upid: task.upid.clone(), bytes_total: None, percent: Some(0) });
+                sink(Tracker::new().progress(index, &task.upid, Instant::now()));
             }
             tracing::info!(upid = %task.upid, "download adopted (already running)");
             (task.upid, true)
@@ -172,7 +166,7 @@ async fn run_download(
             match started {
                 Ok(upid) => {
                     if let Some(sink) = progress {
-                        sink(Progress { download: index, upid: upid.clone(), bytes_total: None, percent: Some(0) });
+                        sink(Tracker::new().progress(index, &upid, Instant::now()));
                     }
                     tracing::info!(%upid, "download started");
                     (upid, false)
@@ -187,7 +181,15 @@ async fn run_download(
     match follow(client, index, &upid, settings, progress).await {
         Ok(bytes) => {
             if let Some(sink) = progress {
-                sink(Progress { download: index, upid: upid.clone(), bytes_total: bytes, percent: Some(100) });
+                let done = Progress {
+                    download: index,
+                    phase: Phase::Verifying,
+                    upid: Some(upid.clone()),
+                    done: bytes,
+                    total: bytes,
+                    rate: None,
+                };
+                sink(done);
             }
             if let Err(e) = confirm_visible(client, d).await {
                 tracing::warn!(%upid, error = %e, "download failed");
@@ -214,7 +216,7 @@ async fn follow(
 ) -> Result<Option<u64>, (String, bool)> {
     let started = Instant::now();
     let mut log_offset = 0u64;
-    let mut total: Option<u64> = None;
+    let mut tracker = Tracker::new();
     let mut last_log: Option<String> = None;
     let mut transient_errors = 0u32;
     loop {
@@ -222,23 +224,19 @@ async fn follow(
         // Read the log before acting on a stop: a short task ends before its first log read.
         if let Ok((lines, new_total)) = client.task_log(upid, log_offset).await {
             log_offset = new_total.max(log_offset);
+            let now = Instant::now();
             for line in &lines {
-                if let Some(len) = parse_length(&line.t) {
-                    total = Some(len);
-                }
-                if let Some(pct) = parse_percent(&line.t) {
-                    if let Some(sink) = progress {
-                        sink(Progress {
-                            download: index,
-                            upid: upid.to_string(),
-                            bytes_total: total,
-                            percent: Some(pct),
-                        });
-                    }
-                }
+                tracker.feed(&line.t, now);
+            }
+            if let Some(line) = lines.last() {
                 last_log = Some(line.t.clone());
             }
         }
+        // Every poll, not only on a new log line: between wget's lines the tracker interpolates.
+        if let Some(sink) = progress {
+            sink(tracker.progress(index, upid, Instant::now()));
+        }
+        let total = tracker.total();
         match status {
             Ok(status) if status.is_stopped() => {
                 return if status.succeeded() {
@@ -285,27 +283,4 @@ async fn confirm_visible(client: &Client, d: &Download) -> Result<(), String> {
 fn jitter_fraction() -> f64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
-}
-
-/// wget's `Length: 126129049 (120M) [application/octet-stream]`.
-pub fn parse_length(line: &str) -> Option<u64> {
-    line.strip_prefix("Length: ")?.split_whitespace().next()?.parse().ok()
-}
-
-/// wget's dot-progress `... 26% 43.9M 2s`.
-pub fn parse_percent(line: &str) -> Option<u8> {
-    line.split_whitespace().find_map(|w| w.strip_suffix('%')?.parse::<u8>().ok()).filter(|p| *p <= 100)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wget_lines() {
-        assert_eq!(parse_length("Length: 126129049 (120M) [application/octet-stream]"), Some(126_129_049));
-        assert_eq!(parse_length("Saving to: 'x'"), None);
-        assert_eq!(parse_percent("     0K ........ ........ ........ ........ 26% 43.9M 2s"), Some(26));
-        assert_eq!(parse_percent("downloading http://x to y"), None);
-    }
 }

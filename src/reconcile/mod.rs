@@ -9,6 +9,7 @@ pub mod apply;
 pub mod observation;
 mod observe;
 pub mod plan;
+pub mod progress;
 
 use std::sync::Arc;
 
