@@ -18,4 +18,5 @@ pub mod files;
 pub mod names;
 pub mod pve;
 pub mod reconcile;
+pub mod suggest;
 pub mod template;

@@ -333,3 +333,18 @@ fn a_secret_file_with_two_words_is_refused_without_showing_it() {
     assert!(p.contains("two.secret holds more than one word"), "{p}");
     assert!(!p.contains("d6a1f0b2-aaaa"), "{p}");
 }
+
+#[test]
+fn an_endpoint_without_a_port_means_8006_and_says_so() {
+    let c = parse(&replace("https://pve2.lan:8006", "https://pve2.lan")).unwrap();
+    assert_eq!(c.clusters[0].endpoints[1].as_str(), "https://pve2.lan:8006/");
+    assert!(c.warnings.iter().any(|w| w.contains("'https://pve2.lan' has no port: using 8006")), "{:?}", c.warnings);
+    let c = parse(&replace("https://pve2.lan:8006", "https://pve2.lan:443")).unwrap();
+    assert_eq!(c.clusters[0].endpoints[1].port_or_known_default(), Some(443), "an explicit port stays");
+}
+
+#[test]
+fn a_tab_in_the_yaml_is_named() {
+    let p = problem(&replace("    nodes: all\n", "\tnodes: all\n"));
+    assert!(p.contains("tab"), "{p}");
+}

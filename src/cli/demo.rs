@@ -13,8 +13,19 @@ pub(super) const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
 
 /// Runs the demo until Ctrl-C.
 pub(super) async fn run(listen: SocketAddr) -> anyhow::Result<ExitStatus> {
-    // Bigger templates and a slower mirror than the test default, so downloads and progress are visible.
-    let scenario = Scenario { default_template_size: 48 * 1024 * 1024, bandwidth: 16_000_000, ..Scenario::default() };
+    // The demo's templates are big and the mirror slow (96 MiB at 6 MB/s: about 17 s each, two rounds per node),
+    // long enough to open a second terminal and watch the percentages move (wget logs every 32 MiB; vztmpld
+    // interpolates between). Only these three are big: the simulator hashes every index entry at start.
+    let big = 96 * 1024 * 1024;
+    let mirror_files = [
+        "alpine-3.22-default_20250617_amd64.tar.xz",
+        "debian-13-standard_13.6-1_amd64.tar.zst",
+        "ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+    ]
+    .into_iter()
+    .map(|f| (f.to_string(), big))
+    .collect();
+    let scenario = Scenario { mirror_files, bandwidth: 6_000_000, ..Scenario::default() };
     let dir = std::env::temp_dir().join(format!("vztmpld-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let sim = SimServer::start(scenario, dir.clone(), "127.0.0.1:0".parse()?).await?;
@@ -23,14 +34,35 @@ pub(super) async fn run(listen: SocketAddr) -> anyhow::Result<ExitStatus> {
     set_private(&dir.join("demo.secret"));
     std::fs::write(&config_path, inject(DEMO_YAML, &sim)?)?;
     eprintln!(
-        "vztmpld demo: simulated Proxmox VE cluster at {} (pve1, pve2, pve3)\n              status: http://{listen}/api/v1/status   metrics: http://{listen}/metrics\n              try: vztmpld status --addr {listen}      stop: Ctrl-C",
-        sim.endpoint
+        "vztmpld demo: simulated Proxmox VE cluster at {} (pve1, pve2, pve3)\n              status: http://{listen}/api/v1/status   metrics: http://{listen}/metrics\n              in another terminal: {} status --addr {listen}\n              stop: Ctrl-C",
+        sim.endpoint,
+        own_command()
     );
     let result = super::run::run_daemon(ConfigSource::file(config_path, Default::default()), Some(listen)).await;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(ExitStatus::Success)
+}
+
+/// How the person who started the demo runs vztmpld: through cargo when cargo started it (it sets
+/// `CARGO_MANIFEST_DIR`), else as this very binary.
+fn own_command() -> String {
+    if std::env::var_os("CARGO_MANIFEST_DIR").is_some() {
+        let release = std::env::current_exe().is_ok_and(|p| p.components().any(|c| c.as_os_str() == "release"));
+        return if release { "cargo run --release --".into() } else { "cargo run --".into() };
+    }
+    match std::env::current_exe() {
+        Ok(p)
+            if p.file_name().is_some_and(|n| n == "vztmpld")
+                && std::env::var_os("PATH")
+                    .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("vztmpld") == p)) =>
+        {
+            "vztmpld".into()
+        }
+        Ok(p) => p.display().to_string(),
+        Err(_) => "vztmpld".into(),
+    }
 }
 
 /// Points the demo config's first cluster at the simulator.

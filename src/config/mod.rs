@@ -79,7 +79,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Ok(raw) => raw,
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            let message = strip_location(&e.to_string());
+            let mut message = strip_location(&e.to_string());
+            let near = |l: usize| text.lines().nth(l.saturating_sub(1)).is_some_and(|t| t.contains('\t'));
+            if near(line) || near(line.saturating_sub(1)) {
+                message.push_str(" — this line holds a tab: YAML indents with spaces only, replace the tab");
+            }
             return Err(ConfigError::Invalid {
                 problems: vec![Problem { file: path.to_path_buf(), line, column, message: with_hint(&message) }],
             });
@@ -261,7 +265,17 @@ impl Validator {
         let mut endpoints = Vec::new();
         for (j, e) in rc.endpoints.iter().enumerate() {
             match reqwest::Url::parse(e) {
-                Ok(u) if u.scheme() == "https" && u.host_str().is_some() => endpoints.push(u),
+                Ok(mut u) if u.scheme() == "https" && u.host_str().is_some() => {
+                    let authority = e.trim_start_matches("https://").split('/').next().unwrap_or_default();
+                    let has_port = authority.rsplit_once(']').map_or(authority, |(_, after)| after).contains(':');
+                    if !has_port && u.set_port(Some(8006)).is_ok() {
+                        warnings.push(format!(
+                            "{}: endpoint '{e}' has no port: using 8006, Proxmox's API port (write :443 explicitly if a proxy serves it there)",
+                            rc.name
+                        ));
+                    }
+                    endpoints.push(u)
+                }
                 Ok(_) => self.problem(
                     &format!("{at}.endpoints[{j}]"),
                     format!("endpoint '{e}' must be an https:// URL (Proxmox serves its API over HTTPS on port 8006)"),

@@ -65,8 +65,10 @@ pub(super) async fn observe_cluster(
                 online: false,
                 arch: "amd64".into(),
                 error: Some(format!(
-                    "node '{wanted}' is not a member of cluster {} (names are case-sensitive)",
-                    cfg.name
+                    "node '{wanted}' is not a member of cluster {}{} (members: {}; names are case-sensitive)",
+                    cfg.name,
+                    crate::suggest::hint(wanted, nodes.iter().map(|n| n.node.as_str())),
+                    nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>().join(", ")
                 )),
             });
         }

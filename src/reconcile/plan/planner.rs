@@ -40,6 +40,11 @@ impl ClusterPlanner<'_> {
         if let Some(err) = self.listing_error(&node.name) {
             return Resolution::Blocked(Blocked::retryable(err));
         }
+        // A storage the configuration names must exist there, even while everything is cached: the mistake
+        // would only surface at the next miss otherwise.
+        if let Some(blocked) = self.named_storage(t).and_then(|id| self.wrong_storage(&id, &node.name)) {
+            return Resolution::Blocked(blocked);
+        }
         match &t.source {
             TemplateSource::Url { url, checksum, filename } => {
                 self.resolve_url(node, t, url.as_str(), checksum, filename)
@@ -152,7 +157,24 @@ impl ClusterPlanner<'_> {
                     unread.join("; ")
                 )
             } else {
-                format!("'{spec}' ({}) is in no node's appliance index; {hint}", node.arch)
+                let names: Vec<String> = self
+                    .obs
+                    .indexes
+                    .values()
+                    .filter_map(|i| i.as_ref().ok())
+                    .flatten()
+                    .filter_map(|e| e.name.as_ref())
+                    .flat_map(|n| {
+                        let base = match &n.version {
+                            Some(v) => format!("{}-{v}", n.os),
+                            None => n.os.clone(),
+                        };
+                        [base, n.package.clone()]
+                    })
+                    .collect();
+                let typed = spec.to_string();
+                let suggestion = crate::suggest::hint(&typed, names.iter().map(String::as_str));
+                format!("'{spec}' ({}) is in no node's appliance index{suggestion}; {hint}", node.arch)
             };
             return Resolution::Blocked(Blocked { reason, retryable: unknown });
         };
@@ -280,18 +302,34 @@ impl ClusterPlanner<'_> {
         DEFAULT_SIZE_ESTIMATE
     }
 
-    /// The storage a miss is downloaded to (see README: target storage).
-    fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Resolution> {
-        let named = t.storage.clone().or_else(|| match self.selector {
+    /// Why a named storage cannot take templates on a node (with the ones that can), or `None` when it can.
+    pub(super) fn wrong_storage(&self, id: &str, node: &str) -> Option<Blocked> {
+        if self.obs.storages.get(id).is_some_and(|s| s.active_on(node)) {
+            return None;
+        }
+        let usable: Vec<&str> =
+            self.obs.storages.values().filter(|s| s.active_on(node)).map(|s| s.id.as_str()).collect();
+        Some(Blocked::permanent(format!(
+            "storage {id} is not an active storage with vztmpl content on node {node}{} (usable there: {})",
+            crate::suggest::hint(id, usable.iter().copied()),
+            if usable.is_empty() { "none".to_string() } else { usable.join(", ") }
+        )))
+    }
+
+    /// The storage the configuration names for a template (its own `storage:`, else the cluster's).
+    fn named_storage(&self, t: &TemplateConfig) -> Option<String> {
+        t.storage.clone().or_else(|| match self.selector {
             StorageSelector::Named(s) => Some(s.clone()),
             StorageSelector::Auto => None,
-        });
+        })
+    }
+
+    /// The storage a miss is downloaded to (see README: target storage).
+    fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Resolution> {
+        let named = self.named_storage(t);
         if let Some(id) = named {
-            if !self.obs.storages.get(&id).is_some_and(|s| s.active_on(&node.name)) {
-                return Err(Resolution::Blocked(Blocked::permanent(format!(
-                    "storage {id} is not an active storage with vztmpl content on node {}",
-                    node.name
-                ))));
+            if let Some(blocked) = self.wrong_storage(&id, &node.name) {
+                return Err(Resolution::Blocked(blocked));
             }
             if !self.room_on(&id, &node.name) {
                 let free = self.avail_on(&id, &node.name).unwrap_or(0);

@@ -163,3 +163,16 @@ fn an_unreadable_index_is_named_in_the_reason() {
     let ItemState::Blocked(b) = &p.items[0].state else { panic!("{p:?}") };
     assert!(b.reason.contains("unreadable: b: cluster lab: GET /nodes/b/aplinfo: unexpected answer"), "{}", b.reason);
 }
+
+#[test]
+fn typos_get_a_suggestion_and_a_wrong_storage_is_reported_even_when_cached() {
+    let obs = observed(&["a"], vec![storage("local", false, &["a"], GB, &[ALPINE])]);
+    let p = plan(&config(StorageSelector::Auto, &["alpne-3.22"]), std::slice::from_ref(&obs));
+    let ItemState::Blocked(b) = &p.items[0].state else { panic!("{p:?}") };
+    assert!(b.reason.contains("did you mean 'alpine-3.22'?"), "{}", b.reason);
+
+    let p = plan(&config(StorageSelector::Named("lcoal".into()), &["alpine-3.22"]), &[obs]);
+    let ItemState::Blocked(b) = &p.items[0].state else { panic!("cached, but the named storage is wrong: {p:?}") };
+    assert!(b.reason.contains("storage lcoal is not") && b.reason.contains("did you mean 'local'?"), "{}", b.reason);
+    assert!(b.reason.contains("usable there: local"), "{}", b.reason);
+}
