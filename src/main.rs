@@ -41,7 +41,7 @@ fn init_logging(cli: &Cli) {
         Ok(quiet) => filter.add_directive(quiet),
         Err(_) => filter,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(vztmpld::cli::LogWriter);
     // journald stamps every line itself.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match (cli.log_format, under_journald) {

@@ -143,3 +143,32 @@ async fn trace_logging_to_a_file_beside_the_config_does_not_feed_itself() {
     eprintln!("trace log: {first} bytes after 1.5 s, {second} after 3 s");
     assert!(second - first < 256 * 1024, "the log grows while idle: {first} → {second} bytes");
 }
+
+#[tokio::test]
+async fn ctrl_c_during_apply_names_the_tasks_that_keep_running() {
+    let sim = TestSim::with("bandwidth: 200000").await;
+    let cfg = write_config(&sim.server, "nodes: [pve1]\n", "templates:\n  - template: alpine-3.22\n");
+    let dir = cfg.parent().unwrap().to_path_buf();
+    let err_path = dir.join("apply.err");
+    let child = Command::new(env!("CARGO_BIN_EXE_vztmpld"))
+        .args(["apply", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Wait until the task runs on the simulator, then interrupt.
+    for _ in 0..200 {
+        if sim.stats().await["downloads_started"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(child.id(), "INT");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted: vztmpld stopped following; Proxmox keeps running its tasks"), "{err}");
+    assert!(err.contains("adopts them") && err.contains("UPID:pve1:"), "{err}");
+}

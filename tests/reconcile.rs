@@ -283,3 +283,18 @@ async fn a_download_past_its_deadline_is_stopped_on_proxmox() {
     assert_eq!(statuses, ["received interrupt"], "the task was stopped on Proxmox");
     assert!(sim.volids("pve1", "shared").await.is_empty());
 }
+
+#[tokio::test]
+async fn plan_shows_a_running_download_as_in_progress() {
+    let sim = TestSim::with("bandwidth: 200000").await;
+    let upid = sim.download("pve1", "shared", ALPINE).await;
+    let cfg = write_config(&sim.server, "", "templates:\n  - template: alpine-3.22\n");
+    let (code, out, err) = run("plan", &cfg).await;
+    assert_eq!(code, 2, "still pending: {out}{err}");
+    assert!(out.contains("in progress") && out.contains(&upid), "{out}");
+    let (_, json, _) =
+        vztmpld_async(vec!["plan".into(), "-c".into(), cfg.display().to_string(), "--output".into(), "json".into()])
+            .await;
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["in_progress"]["0"], upid.as_str(), "{v}");
+}

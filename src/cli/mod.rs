@@ -6,6 +6,7 @@
 
 #[cfg(feature = "sim")]
 mod demo;
+mod logs;
 mod oneshot;
 mod report;
 mod run;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+pub use logs::LogWriter;
 
 /// Keeps Proxmox VE container-template caches warm, declaratively, across whole clusters.
 #[derive(Debug, Parser)]

@@ -1,7 +1,8 @@
 //! `check`, `plan` and `apply`: one pass from the command line, with Terraform-style exit statuses.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{ExitStatus, Output, print, report};
 use crate::config::{self, Config};
@@ -34,7 +35,8 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitStatus> {
 pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
     let fleet = Fleet::new(load(path)?, Default::default())?;
     let plan = fleet.plan().await;
-    print(&render(&plan, None, output))?;
+    let running = fleet.running_downloads(&plan).await;
+    print(&render(&plan, None, &running, output))?;
     Ok(if plan.has_downloads() {
         ExitStatus::Pending
     } else if plan.has_blocked() {
@@ -49,20 +51,44 @@ pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitSta
     let fleet = Fleet::new(load(path)?, Default::default())?;
     let bars = (output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(indicatif::MultiProgress::new);
+    super::logs::set_bars(bars.clone());
+    // The tasks started so far, to name them if the person presses Ctrl-C.
+    let started: Arc<Mutex<Vec<String>>> = Arc::default();
     // Each cluster starts downloading as soon as its own plan is made; its bars appear then.
-    let (plan, outcomes) = fleet
-        .reconcile(
-            |plan| {
-                crate::reconcile::log_lookups(plan);
-                bars.as_ref().map(|multi| progress_bars(multi, plan))
-            },
-            |_, _| {},
-        )
-        .await;
+    let pass = fleet.reconcile(
+        |plan| {
+            crate::reconcile::log_lookups(plan);
+            let bar = bars.as_ref().map(|multi| progress_bars(multi, plan));
+            Some(remember_tasks(plan, Arc::clone(&started), bar))
+        },
+        |_, _| {},
+    );
+    let (plan, outcomes) = tokio::select! {
+        done = pass => done,
+        _ = tokio::signal::ctrl_c() => {
+            super::logs::set_bars(None);
+            if let Some(multi) = &bars {
+                let _ = multi.clear();
+            }
+            let tasks = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let mut text = String::from("interrupted: vztmpld stopped following; Proxmox keeps running its tasks");
+            if tasks.is_empty() {
+                text.push_str(" (none had started)");
+            } else {
+                text.push_str(", and the next `apply` (or the daemon) adopts them:\n");
+                for t in &tasks {
+                    text.push_str(&format!("  {t}\n"));
+                }
+            }
+            eprintln!("{}", text.trim_end());
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    super::logs::set_bars(None);
     if let Some(multi) = bars {
         let _ = multi.clear();
     }
-    print(&render(&plan, Some(&outcomes), output))?;
+    print(&render(&plan, Some(&outcomes), &Default::default(), output))?;
     let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed { .. }));
     Ok(if failed || plan.has_blocked() { ExitStatus::Failure } else { ExitStatus::Success })
 }
@@ -102,9 +128,26 @@ fn progress_bars(multi: &indicatif::MultiProgress, plan: &Plan) -> ProgressSink 
     })
 }
 
-fn render(plan: &Plan, outcomes: Option<&[Outcome]>, output: Output) -> String {
+fn render(plan: &Plan, outcomes: Option<&[Outcome]>, running: &BTreeMap<usize, String>, output: Output) -> String {
     match output {
-        Output::Text => report::render_text(plan, outcomes),
-        Output::Json => report::render_json(plan, outcomes) + "\n",
+        Output::Text => report::render_text(plan, outcomes, running),
+        Output::Json => report::render_json(plan, outcomes, running) + "\n",
     }
+}
+
+/// Passes progress on to `next` and remembers each started task (`file → node/storage: UPID`).
+fn remember_tasks(plan: &Plan, started: Arc<Mutex<Vec<String>>>, next: Option<ProgressSink>) -> ProgressSink {
+    let names: Vec<String> = plan.downloads.iter().map(|d| format!("{} → {}/{}", d.file, d.node, d.storage)).collect();
+    Arc::new(move |p: Progress| {
+        if let (Some(upid), Some(name)) = (&p.upid, names.get(p.download)) {
+            let line = format!("{name}: {upid}");
+            let mut list = started.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !list.contains(&line) {
+                list.push(line);
+            }
+        }
+        if let Some(next) = &next {
+            next(p);
+        }
+    })
 }

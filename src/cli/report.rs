@@ -1,5 +1,7 @@
 //! Human and machine renderings of plans and apply results.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use crate::reconcile::apply::Outcome;
@@ -15,8 +17,9 @@ struct Row {
     detail: String,
 }
 
-/// Renders the plan (and, after apply, the outcomes) as an aligned text table with a summary line.
-pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
+/// Renders the plan (and, after apply, the outcomes) as an aligned text table with a summary line;
+/// `running` marks planned downloads a Proxmox task is already doing (`in progress`).
+pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &BTreeMap<usize, String>) -> String {
     let rows: Vec<Row> = plan
         .items
         .iter()
@@ -35,7 +38,14 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
                         if d.shared { format!(", shared by {}", d.for_nodes.join(", ")) } else { String::new() };
                     let planned = format!("{} via {} ({how}{shared})", d.file, d.node);
                     match outcomes.and_then(|o| o.get(*download)) {
-                        None => ("download".to_string(), d.storage.clone(), planned),
+                        None => match running.get(download) {
+                            Some(upid) => (
+                                "in progress".to_string(),
+                                d.storage.clone(),
+                                format!("{} by task {upid} (apply adopts it)", d.file),
+                            ),
+                            None => ("download".to_string(), d.storage.clone(), planned),
+                        },
                         Some(Outcome::Finished { seconds, adopted, .. }) => {
                             let note = if *adopted { ", adopted a running task" } else { "" };
                             ("downloaded".to_string(), d.storage.clone(), format!("{} in {seconds}s{note}", d.volid()))
@@ -121,9 +131,12 @@ fn collapse_unobserved(rows: Vec<Row>) -> Vec<Row> {
     out
 }
 
-/// The plan (and outcomes) as JSON.
-pub(super) fn render_json(plan: &Plan, outcomes: Option<&[Outcome]>) -> String {
+/// The plan (and outcomes) as JSON; `in_progress` (download index → UPID) only when a task already runs one.
+pub(super) fn render_json(plan: &Plan, outcomes: Option<&[Outcome]>, running: &BTreeMap<usize, String>) -> String {
     let mut v = json!({ "items": plan.items, "downloads": plan.downloads });
+    if !running.is_empty() {
+        v["in_progress"] = json!(running);
+    }
     if let Some(o) = outcomes {
         v["outcomes"] = json!(o);
     }

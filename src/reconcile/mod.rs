@@ -55,6 +55,36 @@ impl Fleet {
         plan::plan(&self.config, &observed)
     }
 
+    /// The planned downloads that a task on their node is already running (another writer, or an interrupted
+    /// `apply`), by download index, with the task's UPID: what `plan` shows as `in progress`.
+    pub async fn running_downloads(&self, plan: &plan::Plan) -> std::collections::BTreeMap<usize, String> {
+        let mut nodes: Vec<(&Cluster, &str)> = Vec::new();
+        for d in &plan.downloads {
+            if let Some(c) = self.clusters.iter().find(|c| c.config.name == d.cluster) {
+                if !nodes.iter().any(|(nc, n)| nc.config.name == c.config.name && *n == d.node) {
+                    nodes.push((c, d.node.as_str()));
+                }
+            }
+        }
+        let lists = join_all(nodes.iter().map(|(c, n)| c.client.active_downloads(n))).await;
+        let mut running = std::collections::BTreeMap::new();
+        for ((c, node), list) in nodes.iter().zip(lists) {
+            let Ok(list) = list else { continue };
+            for (i, d) in plan.downloads.iter().enumerate() {
+                if d.cluster != c.config.name || d.node != *node {
+                    continue;
+                }
+                let task = list
+                    .iter()
+                    .find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"));
+                if let Some(t) = task {
+                    running.insert(i, t.upid.clone());
+                }
+            }
+        }
+        running
+    }
+
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
     /// back nothing but itself. `on_plan` sees each cluster's plan as soon as it is made (to publish or log it)
     /// and returns where that plan's download progress goes (indices are the cluster plan's); `on_applied` sees
