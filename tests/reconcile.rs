@@ -298,3 +298,43 @@ async fn plan_shows_a_running_download_as_in_progress() {
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["in_progress"]["0"], upid.as_str(), "{v}");
 }
+
+#[tokio::test]
+async fn available_lists_what_the_indexes_offer_and_where() {
+    // pve3's index is stale: what is only in the current index is not there.
+    let sim = TestSim::with("nodes: [{name: pve1}, {name: pve2}, {name: pve3, index: stale}]").await;
+    let cfg = write_config(&sim.server, "", "templates: []\n");
+    let (code, out, err) =
+        vztmpld_async(vec!["available".into(), "-c".into(), cfg.display().to_string(), "alpine-3.22".into()]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(ALPINE) && out.contains("alpine-3.22-default"), "{out}");
+    assert!(out.contains("pve1, pve2 (not on pve3: stale index)"), "{out}");
+    assert!(!out.contains("debian"), "filtered: {out}");
+
+    let (code, json, _) = vztmpld_async(vec![
+        "available".into(),
+        "-c".into(),
+        cfg.display().to_string(),
+        "--output".into(),
+        "json".into(),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let all = v.as_array().unwrap();
+    assert!(all.len() > 10, "every template of the index");
+    let alpine = all.iter().find(|o| o["template"] == ALPINE).unwrap();
+    assert_eq!(alpine["nodes"], json!(["pve1", "pve2"]));
+    assert_eq!(alpine["missing_on"], json!(["pve3"]));
+
+    let (code, _, err) = vztmpld_async(vec![
+        "available".into(),
+        "-c".into(),
+        cfg.display().to_string(),
+        "--cluster".into(),
+        "lba".into(),
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no cluster named 'lba' (did you mean 'lab'?)"), "{err}");
+}

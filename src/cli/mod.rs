@@ -4,6 +4,7 @@
 //! - `run`: the daemon with its real edges (OS signals, file watcher, watchdog) wired in.
 //! - `status`: `vztmpld status`. `demo`, `sim`: the simulator (feature `sim`).
 
+mod available;
 #[cfg(feature = "sim")]
 mod demo;
 mod logs;
@@ -63,6 +64,20 @@ pub enum Command {
         /// The configuration file.
         #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
         config: PathBuf,
+        /// Print a table (text) or JSON for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// List what the clusters' appliance indexes offer, and on which nodes (like `pveam available`).
+    Available {
+        /// The configuration file.
+        #[arg(short, long, default_value = "/etc/vztmpld/config.yaml")]
+        config: PathBuf,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// A spec (`debian-12`) or a word in the file name.
+        filter: Option<String>,
         /// Print a table (text) or JSON for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
@@ -158,6 +173,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         #[cfg(feature = "sim")]
         Command::Demo { listen } => demo::run(listen).await,
         Command::Plan { config, output } => oneshot::plan(&config, output).await,
+        Command::Available { config, cluster, filter, output } => {
+            available::run(&config, cluster.as_deref(), filter.as_deref(), output).await
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vztmpld", &mut out);

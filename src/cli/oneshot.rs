@@ -10,7 +10,8 @@ use crate::reconcile::Fleet;
 use crate::reconcile::apply::{Outcome, Phase, Progress, ProgressSink};
 use crate::reconcile::plan::Plan;
 
-fn load(path: &Path) -> anyhow::Result<Config> {
+/// Loads a configuration, logging its warnings.
+pub(super) fn load(path: &Path) -> anyhow::Result<Config> {
     let c = config::load(path)?;
     for w in &c.warnings {
         tracing::warn!("{w}");
