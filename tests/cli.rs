@@ -27,3 +27,20 @@ fn the_manual_page_is_roff_with_every_command() {
         assert!(out.contains(sub), "the page lists {sub}");
     }
 }
+
+#[test]
+fn the_version_names_the_commit_when_built_from_a_checkout() {
+    let (code, out, _) = common::vztmpld(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("vztmpld {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    let in_checkout = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match in_checkout {
+        Some(commit) => assert!(out.contains(&format!("({commit})")), "{out} vs {commit}"),
+        None => eprintln!("skipped the commit check: not a git checkout"),
+    }
+}

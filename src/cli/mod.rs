@@ -23,7 +23,7 @@ pub use logs::LogWriter;
 
 /// Keeps Proxmox VE container-template caches warm, declaratively, across whole clusters.
 #[derive(Debug, Parser)]
-#[command(name = "vztmpld", version, about)]
+#[command(name = "vztmpld", version = env!("VZTMPLD_VERSION"), about)]
 pub struct Cli {
     /// Log level (overridden by RUST_LOG).
     #[arg(long, global = true, default_value = "info")]
