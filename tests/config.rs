@@ -348,3 +348,14 @@ fn a_tab_in_the_yaml_is_named() {
     let p = problem(&replace("    nodes: all\n", "\tnodes: all\n"));
     assert!(p.contains("tab"), "{p}");
 }
+
+#[test]
+fn check_suggests_the_nodes_and_clusters_it_knows() {
+    let text = replace("    nodes: all\n", "    nodes: [pve1, pve2]\n");
+    let text = text.replacen("templates:\n", "templates:\n  - {template: alpine, nodes: [pev1]}\n", 1);
+    let p = problem(&text);
+    assert!(p.contains("node 'pev1'") && p.contains("did you mean 'pve1'?"), "{p}");
+    let text = good().replacen("templates:\n", "templates:\n  - {template: alpine, clusters: [lba]}\n", 1);
+    let p = problem(&text);
+    assert!(p.contains("no cluster named 'lba' (did you mean 'lab'?)"), "{p}");
+}

@@ -507,7 +507,11 @@ impl Validator {
                 if !scope.names.contains(name.as_str()) {
                     self.problem(
                         &format!("{at}.clusters[{j}]"),
-                        format!("no cluster named '{name}' (known: {})", scope.known()),
+                        format!(
+                            "no cluster named '{name}'{} (known: {})",
+                            crate::suggest::hint(name, scope.names.iter().copied()),
+                            scope.known()
+                        ),
                     );
                 }
             }
@@ -515,7 +519,8 @@ impl Validator {
         if let Some(nodes) = &rt.nodes {
             for (j, n) in nodes.iter().enumerate() {
                 if !scope.may_target(rt.clusters.as_deref(), n) {
-                    self.problem(&format!("{at}.nodes[{j}]"), format!("node '{n}' is not among the nodes of the targeted clusters, so this template cannot match anything"));
+                    let hint = crate::suggest::hint(n, scope.listed_nodes());
+                    self.problem(&format!("{at}.nodes[{j}]"), format!("node '{n}' is not among the nodes of the targeted clusters{hint}, so this template cannot match anything"));
                 }
             }
         }

@@ -37,6 +37,11 @@ impl<'a> TemplateScope<'a> {
         Self { names: names.iter().map(String::as_str).collect(), ordered: names, nodes, any_all, listed }
     }
 
+    /// Every node a cluster lists (for suggestions).
+    pub(super) fn listed_nodes(&self) -> impl Iterator<Item = &str> {
+        self.listed.iter().copied()
+    }
+
     pub(super) fn known(&self) -> String {
         let shown: Vec<&str> = self.ordered.iter().take(20).map(String::as_str).collect();
         let more = self.ordered.len().saturating_sub(shown.len());
