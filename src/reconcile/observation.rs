@@ -117,6 +117,16 @@ pub struct Volume {
     pub volid: String,
     pub file: String,
     pub size: Option<u64>,
+    /// The file name parsed once, when observed (`None` for names that are not template names).
+    pub name: Option<TemplateName>,
+}
+
+impl Volume {
+    /// A volume, its file name parsed.
+    pub fn new(volid: String, file: String, size: Option<u64>) -> Self {
+        let name = TemplateName::parse(&file);
+        Self { volid, file, size, name }
+    }
 }
 
 /// An appliance-index entry.
@@ -131,7 +141,7 @@ pub struct IndexEntry {
 
 /// The newest volume matching `spec` on any active vztmpl storage `node` sees (the first storage, by id, wins a tie).
 pub fn find_cached<'a>(obs: &'a ClusterObservation, node: &str, arch: &str, spec: &TemplateSpec) -> Option<&'a Volume> {
-    let mut best: Option<(&Volume, Option<TemplateName>)> = None;
+    let mut best: Option<(&Volume, Option<&TemplateName>)> = None;
     let candidates = obs
         .storages
         .values()
@@ -139,13 +149,12 @@ pub fn find_cached<'a>(obs: &'a ClusterObservation, node: &str, arch: &str, spec
         .filter_map(|s| s.volumes_for(node)?.as_ref().ok())
         .flatten();
     for v in candidates {
-        let name = TemplateName::parse(&v.file);
-        let matches =
-            spec.exact_file() == Some(v.file.as_str()) || name.as_ref().is_some_and(|n| spec.matches(n, arch));
+        let name = v.name.as_ref();
+        let matches = spec.exact_file() == Some(v.file.as_str()) || name.is_some_and(|n| spec.matches(n, arch));
         if !matches {
             continue;
         }
-        let newer = match (&best, &name) {
+        let newer = match (&best, name) {
             (None, _) => true,
             (Some((_, Some(b))), Some(n)) => compare_recency(n, b).is_gt(),
             _ => false,

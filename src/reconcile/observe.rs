@@ -140,7 +140,7 @@ async fn list_contents(obs: &mut ClusterObservation, client: &Client) {
                 .filter(|v| v.content.as_deref().is_none_or(|c| c == "vztmpl"))
                 .filter_map(|v| {
                     let file = v.volid.split_once(":vztmpl/").map(|(_, f)| f.to_string())?;
-                    Some(Volume { volid: v.volid, file, size: v.size })
+                    Some(Volume::new(v.volid, file, v.size))
                 })
                 .collect()
         });

@@ -3,7 +3,7 @@
 //! For each targeted (node, template) the plan says Cached, Download or Blocked. A download to a shared
 //! storage is planned once and satisfies every node that sees that storage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -160,6 +160,7 @@ impl Plan {
 /// Computes the plan for every configured cluster from its observation.
 pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
     let mut out = Plan::default();
+    let mut joinable = HashMap::new();
     for cluster in &config.clusters {
         let Some(obs) = observed.iter().find(|o| o.name == cluster.name) else { continue };
         let templates: Vec<&TemplateConfig> =
@@ -184,7 +185,7 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                     Resolution::Download(d) => {
                         let before = out.downloads.len();
                         let via = d.node.clone();
-                        let download = out.add_download(*d, &node.name);
+                        let download = out.add_download(&mut joinable, *d, &node.name);
                         if out.downloads.len() > before {
                             *ctx.load.borrow_mut().entry(via).or_default() += 1;
                         }
@@ -203,23 +204,23 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
     out
 }
 
+/// What makes two downloads the same: cluster, storage, file, and — for a node-local storage — the node (a
+/// shared storage is one instance for every node).
+type DownloadKey = (String, String, String, Option<String>);
+
 impl Plan {
-    /// Adds a download, or joins an identical one (same cluster, storage, storage instance and file).
-    fn add_download(&mut self, d: Download, node: &str) -> usize {
-        let same = |o: &Download| {
-            o.cluster == d.cluster
-                && o.storage == d.storage
-                && o.file == d.file
-                && (d.shared || o.node == d.node)
-                && o.shared == d.shared
-        };
-        if let Some(i) = self.downloads.iter().position(same) {
+    /// Adds a download, or joins an identical one (same cluster, storage, storage instance and file); `joinable`
+    /// indexes the downloads so far, so planning stays linear in the number of items.
+    fn add_download(&mut self, joinable: &mut HashMap<DownloadKey, usize>, d: Download, node: &str) -> usize {
+        let key = (d.cluster.clone(), d.storage.clone(), d.file.clone(), (!d.shared).then(|| d.node.clone()));
+        if let Some(&i) = joinable.get(&key) {
             if !self.downloads[i].for_nodes.iter().any(|n| n == node) {
                 self.downloads[i].for_nodes.push(node.to_string());
             }
             return i;
         }
         self.downloads.push(Download { for_nodes: vec![node.to_string()], ..d });
+        joinable.insert(key, self.downloads.len() - 1);
         self.downloads.len() - 1
     }
 }

@@ -54,10 +54,7 @@ fn node(name: &str) -> NodeObservation {
 fn storage(id: &str, shared: bool, nodes: &[&str], avail: u64, files: &[&str]) -> StorageObservation {
     let on_nodes = nodes.iter().map(|n| (n.to_string(), StorageOnNode { active: true, avail: Some(avail) })).collect();
     let vols = |_: Option<&str>| {
-        Ok(files
-            .iter()
-            .map(|f| Volume { volid: format!("{id}:vztmpl/{f}"), file: f.to_string(), size: Some(1) })
-            .collect())
+        Ok(files.iter().map(|f| Volume::new(format!("{id}:vztmpl/{f}"), f.to_string(), Some(1))).collect())
     };
     let volumes = if shared {
         BTreeMap::from([(None, vols(None))])
