@@ -58,7 +58,8 @@ pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitSta
     // Each cluster starts downloading as soon as its own plan is made; its bars appear then.
     let pass = fleet.reconcile(
         |plan| {
-            crate::reconcile::log_lookups(plan);
+            // A fresh log: a one-shot run reports every lookup.
+            crate::reconcile::lookups::LookupLog::default().log_changes(plan);
             let bar = bars.as_ref().map(|multi| progress_bars(multi, plan));
             Some(remember_tasks(plan, Arc::clone(&started), bar))
         },

@@ -11,7 +11,6 @@
 //! - [`status`], [`metrics`], [`server`]: what the daemon shows. [`watch`]: the file-watch producer.
 
 pub mod control;
-mod lookups;
 pub mod metrics;
 mod pass;
 mod reload;
@@ -69,7 +68,7 @@ pub struct Daemon {
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Control>,
     seed: u64,
-    lookups: Arc<std::sync::Mutex<lookups::LookupLog>>,
+    lookups: Arc<std::sync::Mutex<crate::reconcile::lookups::LookupLog>>,
 }
 
 impl Daemon {

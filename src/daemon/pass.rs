@@ -9,11 +9,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::control::Trigger;
-use super::lookups::{LookupLog, log_summary};
 use super::scheduler::NodeKey;
 use super::server::Shared;
 use crate::reconcile::Fleet;
 use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
+use crate::reconcile::lookups::{LookupLog, log_summary};
 use crate::reconcile::plan::{ItemState, Plan};
 
 /// What a finished pass hands back to the loop.

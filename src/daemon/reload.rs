@@ -32,54 +32,45 @@ impl ConfigSource {
         &self.path
     }
 
-    /// Reads and validates the file; logs its warnings.
-    fn load(&self) -> Result<(Config, [u8; 32]), config::ConfigError> {
-        match self.read(None, true) {
-            Reading::Loaded { hash, result } => result.map(|cfg| (*cfg, hash)),
-            Reading::Unreadable(_, source) => Err(config::ConfigError::Read { path: self.path.clone(), source }),
-            // Not reached: a forced read always validates.
-            Reading::Unchanged => Err(config::ConfigError::Read {
-                path: self.path.clone(),
-                source: std::io::Error::other("the file did not change"),
-            }),
-        }
+    /// Reads the file once (bounded, regular UTF-8 files only), with the SHA-256 of its bytes.
+    fn read_text(&self) -> std::io::Result<(String, [u8; 32])> {
+        let text = crate::files::read_bounded_text(&self.path, crate::files::CONFIG_LIMIT)?;
+        let hash = Sha256::digest(text.as_bytes()).into();
+        Ok((text, hash))
     }
 
-    /// Reads the file once (bounded, regular files only), hashes its bytes, and validates them unless they are
-    /// the `known` ones (`force` validates anyway: SIGHUP re-reads the secrets). Blocking: run it off the loop.
+    /// Validates the text; logs its warnings.
+    fn validate(&self, text: &str) -> Result<Config, config::ConfigError> {
+        let cfg = config::parse(text, &self.path)?;
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(cfg)
+    }
+
+    /// Reads and validates the file.
+    fn load(&self) -> Result<(Config, [u8; 32]), config::ConfigError> {
+        let (text, hash) =
+            self.read_text().map_err(|source| config::ConfigError::Read { path: self.path.clone(), source })?;
+        Ok((self.validate(&text)?, hash))
+    }
+
+    /// Reads the file once, and validates it unless its bytes are the `known` ones (`force` validates anyway:
+    /// SIGHUP re-reads the secrets). Blocking: run it off the loop.
     pub(super) fn read(&self, known: Option<[u8; 32]>, force: bool) -> Reading {
-        let bytes = match crate::files::read_bounded(&self.path, crate::files::CONFIG_LIMIT) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let message = format!("{}: cannot read the configuration: {e}", self.path.display());
-                return Reading::Unreadable(message, e);
-            }
-        };
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        if !force && known == Some(hash) {
-            return Reading::Unchanged;
+        match self.read_text() {
+            Err(e) => Reading::Unreadable(format!("{}: cannot read the configuration: {e}", self.path.display())),
+            Ok((_, hash)) if !force && known == Some(hash) => Reading::Unchanged,
+            Ok((text, hash)) => Reading::Loaded { hash, result: self.validate(&text).map(Box::new) },
         }
-        let result = match String::from_utf8(bytes) {
-            Ok(text) => config::parse(&text, &self.path),
-            Err(_) => Err(config::ConfigError::Read {
-                path: self.path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
-            }),
-        };
-        if let Ok(cfg) = &result {
-            for w in &cfg.warnings {
-                tracing::warn!("{w}");
-            }
-        }
-        Reading::Loaded { hash, result: result.map(Box::new) }
     }
 }
 
 /// What a read of the configuration file found.
 #[derive(Debug)]
 pub(super) enum Reading {
-    /// It cannot be read (deleted, a directory, too large); the message names the file.
-    Unreadable(String, std::io::Error),
+    /// It cannot be read (deleted, a directory, too large, not text); the message names the file.
+    Unreadable(String),
     /// The same bytes as the configuration in force.
     Unchanged,
     /// New bytes (or a forced read), validated.
@@ -137,7 +128,7 @@ impl Active {
     /// Takes a [`Reading`] into account; returns whether a new configuration took effect.
     pub(super) fn apply(&mut self, reading: Reading, source: &ConfigSource, shared: &Arc<Shared>, force: bool) -> bool {
         let (hash, result) = match reading {
-            Reading::Unreadable(error, _) => {
+            Reading::Unreadable(error) => {
                 if force || self.unreadable.as_deref() != Some(error.as_str()) {
                     tracing::error!(generation = self.generation, "{error}; keeping the running one");
                     shared.update(|s| s.config_unreadable(error.clone(), SystemTime::now()));

@@ -4,8 +4,10 @@
 //! - `observe`: API → [`observation::ClusterObservation`], with the fewest calls.
 //! - [`plan`]: desired × observed → [`plan::Plan`]; pure, imports nothing that does I/O.
 //! - [`apply`]: starts, adopts and follows downloads.
+//! - [`lookups`]: the `CACHE HIT` / `CACHE MISS` log lines, on change only.
 
 pub mod apply;
+pub mod lookups;
 pub mod observation;
 mod observe;
 pub mod plan;
@@ -111,30 +113,5 @@ impl Fleet {
             outcomes.extend(o);
         }
         (whole, outcomes)
-    }
-}
-
-/// Logs the cache lookups of a plan, one line each (`CACHE HIT` / `CACHE MISS`), for admins to grep. A cluster
-/// that could not be observed at all is one line, not one per template.
-pub fn log_lookups(plan: &plan::Plan) {
-    let mut unreachable: Vec<&str> = Vec::new();
-    for item in &plan.items {
-        let (cluster, node, template) = (&item.cluster, &item.node, &item.template);
-        match &item.state {
-            plan::ItemState::Cached { volid } => tracing::info!(%cluster, %node, %template, %volid, "CACHE HIT"),
-            plan::ItemState::Download { download } => {
-                let d = &plan.downloads[*download];
-                tracing::info!(%cluster, %node, %template, storage = %d.storage, file = %d.file, "CACHE MISS");
-            }
-            plan::ItemState::Blocked(b) if item.node == plan::Scope::Cluster => {
-                if !unreachable.contains(&cluster.as_str()) {
-                    unreachable.push(cluster);
-                    tracing::warn!(%cluster, reason = %b.reason, retryable = b.retryable, "cluster not observed; nothing decided for it this pass");
-                }
-            }
-            plan::ItemState::Blocked(b) => {
-                tracing::warn!(%cluster, %node, %template, reason = %b.reason, "CACHE MISS (blocked)");
-            }
-        }
     }
 }

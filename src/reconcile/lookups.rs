@@ -1,12 +1,13 @@
 //! Logs an admin can live with: each pass logs, per cluster, one summary line; a `CACHE HIT` / `CACHE MISS`
-//! line only appears when a (node, template) changes state — and for everything at start — so
-//! `journalctl -u vztmpld | grep 'CACHE MISS'` still tells the story without 20,000 lines per pass.
+//! line only appears when a (node, template) changes state — and for everything the first time (all of a
+//! one-shot `apply`) — so `journalctl -u vztmpld | grep 'CACHE MISS'` still tells the story without 20,000 lines
+//! per pass. A cluster that could not be observed is one line, not one per template.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::reconcile::apply::Outcome;
-use crate::reconcile::plan::{ItemState, Plan, Scope};
+use super::apply::Outcome;
+use super::plan::{ItemState, Plan, Scope};
 
 /// What was last logged for a (node, template): enough to notice a change, nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,13 +19,13 @@ enum Logged {
 
 /// The last logged state of every (cluster, node, template), replaced cluster by cluster each pass.
 #[derive(Debug, Default)]
-pub(super) struct LookupLog {
+pub struct LookupLog {
     last: HashMap<String, HashMap<(Scope, String), Logged>>,
 }
 
 impl LookupLog {
     /// Logs the items of one cluster's plan whose state changed since the last pass (all of them the first time).
-    pub(super) fn log_changes(&mut self, plan: &Plan) {
+    pub fn log_changes(&mut self, plan: &Plan) {
         let mut clusters: HashMap<&str, HashMap<(Scope, String), Logged>> = HashMap::new();
         let mut unobserved_logged: Vec<&str> = Vec::new();
         for item in &plan.items {
@@ -63,7 +64,7 @@ impl LookupLog {
 
     /// After a cluster's downloads: what finished is a hit now (its `download finished` line told the story),
     /// so the next pass does not log it again.
-    pub(super) fn record_outcomes(&mut self, plan: &Plan, outcomes: &[Outcome]) {
+    pub fn record_outcomes(&mut self, plan: &Plan, outcomes: &[Outcome]) {
         for item in &plan.items {
             let ItemState::Download { download } = item.state else { continue };
             if outcomes.get(download).is_some_and(Outcome::succeeded) {
@@ -76,13 +77,13 @@ impl LookupLog {
     }
 
     /// Forgets clusters no longer configured.
-    pub(super) fn retain(&mut self, clusters: &[String]) {
+    pub fn retain(&mut self, clusters: &[String]) {
         self.last.retain(|c, _| clusters.contains(c));
     }
 }
 
 /// One line per cluster and pass: counts and duration.
-pub(super) fn log_summary(plan: &Plan, outcomes: &[Outcome], elapsed: Duration) {
+pub fn log_summary(plan: &Plan, outcomes: &[Outcome], elapsed: Duration) {
     let Some(cluster) = plan.items.first().map(|i| i.cluster.as_str()) else { return };
     let (mut cached, mut downloaded, mut failed, mut blocked) = (0usize, 0usize, 0usize, 0usize);
     for item in &plan.items {
