@@ -9,9 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::{Sim, SimError};
+
+/// pveproxy's idle/read timeout: a keep-alive connection idle this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Key of the mirror's listener.
 pub(crate) const MIRROR: &str = "_mirror";
@@ -73,7 +77,11 @@ impl Listeners {
     fn spawn(&self, sim: &Arc<Sim>, listener: std::net::TcpListener, config: RustlsConfig) -> axum_server::Handle {
         let router = Router::new().fallback(crate::dispatch).with_state(Arc::clone(sim));
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
+        // Like pveproxy: small answers go out at once (TCP_NODELAY; otherwise a delayed ACK holds the first
+        // answer on a resumed TLS session for ~40 ms), and an idle keep-alive connection is closed after 5 s.
+        let acceptor = RustlsAcceptor::new(config).acceptor(NoDelayAcceptor::new());
+        let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+        server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
         let task = tokio::spawn(server.serve(router.into_make_service()));
         self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(task);
         handle
