@@ -160,15 +160,19 @@ async fn an_offline_node_degrades_only_itself_and_converges_when_back() {
     assert!(pve2["templates"][0]["error"].as_str().unwrap().contains("offline"));
     assert!(pve2["next_retry"].is_string(), "a retry is scheduled: {pve2}");
     let m = metrics(&d).await;
-    assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve2"), ("state", "blocked")]), Some(1.0));
-    assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve1"), ("state", "cached")]), Some(1.0));
+    assert_eq!(value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "blocked")]), Some(1.0));
+    assert_eq!(value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "cached")]), Some(2.0));
+    assert_eq!(value(&m, "vztmpld_nodes", &[("cluster", "lab"), ("ready", "false")]), Some(1.0));
+    assert_eq!(value(&m, "vztmpld_nodes", &[("cluster", "lab"), ("ready", "true")]), Some(2.0));
 
     sim.control(Method::POST, "nodes/pve2", Some(json!({"online": true}))).await;
     let r = d.http.post(format!("http://{}/api/v1/reconcile", d.addr)).send().await.unwrap();
     assert_eq!(r.status(), 202);
     d.wait_for("pve2 to converge", |d| async move { d.state("pve2", "alpine-3.22") == "cached" }).await;
     let m = metrics(&d).await;
-    assert_eq!(value(&m, "vztmpld_templates", &[("node", "pve2"), ("state", "cached")]), Some(1.0));
+    assert_eq!(value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "cached")]), Some(3.0));
+    assert_eq!(value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "blocked")]), None, "the blocked series is gone");
+    assert_eq!(value(&m, "vztmpld_nodes", &[("cluster", "lab"), ("ready", "false")]), Some(0.0));
     assert!(value(&m, "vztmpld_reconcile_total", &[("outcome", "converged")]).unwrap_or(0.0) >= 1.0);
     assert!(value(&m, "vztmpld_cache_lookups_total", &[("result", "hit")]).unwrap_or(0.0) >= 2.0);
     assert!(value(&m, "vztmpld_api_requests_total", &[("cluster", "lab"), ("code", "200")]).unwrap_or(0.0) > 0.0);

@@ -338,3 +338,22 @@ async fn available_lists_what_the_indexes_offer_and_where() {
     assert_eq!(code, 1);
     assert!(err.contains("no cluster named 'lba' (did you mean 'lab'?)"), "{err}");
 }
+
+#[tokio::test]
+async fn a_converged_plan_costs_only_the_listings() {
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", "templates:\n  - template: alpine-3.22\n  - template: ubuntu\n");
+    let (code, out, err) = run("apply", &cfg).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let before = sim.stats().await;
+    assert!(before["requests"]["GET /access/permissions"].as_u64() >= Some(1), "a miss reads the privileges: {before}");
+    sim.control(Method::POST, "stats/reset", None).await;
+
+    let (code, out, _) = run("plan", &cfg).await;
+    assert_eq!(code, 0, "{out}");
+    let requests = sim.stats().await["requests"].clone();
+    // Two resource views, the shared storage once, and each of the three nodes' `local`.
+    assert_eq!(requests["GET /cluster/resources"], 2, "{requests}");
+    assert_eq!(requests["GET /nodes/{node}/storage/{storage}/content"], 4, "{requests}");
+    assert_eq!(requests.as_object().map(|m| m.len()), Some(2), "nothing else: no privileges, no index: {requests}");
+}

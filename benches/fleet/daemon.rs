@@ -73,6 +73,11 @@ impl Daemon {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The child's process id (to attach a profiler).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Log lines written so far.
     pub fn log_lines(&self) -> u64 {
         self.lines.load(Ordering::Relaxed)

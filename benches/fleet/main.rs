@@ -48,6 +48,9 @@ struct Args {
     /// CI smoke: 4 clusters × 5 nodes, 8 passes, 5 s idle.
     #[arg(long)]
     quick: bool,
+    /// Skip the naive scan (profiling runs); the ratio is then not measured.
+    #[arg(long)]
+    skip_baseline: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -102,7 +105,14 @@ async fn main() {
     assert_eq!(after_cold.downloads_succeeded, after_cold.downloads_started, "every cold download succeeded");
     // Every spec lands once on the cluster's shared storage, which every node sees.
     let target_storages = (shape.clusters * sims::SPECS.len()) as u64;
-    eprintln!("cold start: {} downloads in {:.1} s", after_cold.downloads_started, cold_converge_ms / 1000.0);
+    let rss_after_cold = daemon.usage().rss_kib;
+    eprintln!(
+        "cold start: {} downloads in {:.1} s; daemon pid {}, RSS {:.1} MiB",
+        after_cold.downloads_started,
+        cold_converge_ms / 1000.0,
+        daemon.pid(),
+        mib(rss_after_cold)
+    );
 
     let mut scanners: Vec<baseline::Scanner> = fleet.iter().map(baseline::Scanner::new).collect();
     let (mut pass_ms, mut wall_ms, mut requests) = (Vec::new(), Vec::new(), Vec::new());
@@ -133,7 +143,8 @@ async fn main() {
             rss.push(u1.rss_kib);
         }
         // A slice of the baseline: every `rounds`-th cluster, from `round`.
-        for (i, scanner) in scanners.iter_mut().enumerate().filter(|(i, _)| i % rounds == round) {
+        let slice = scanners.iter_mut().enumerate().filter(|(i, _)| i % rounds == round && !args.skip_baseline);
+        for (i, scanner) in slice {
             let before = scanner.requests;
             let (took, found) = scanner.scan().await;
             assert_eq!(found, shape.nodes * sims::SPECS.len(), "baseline finds every template on cluster {i}");
@@ -156,7 +167,8 @@ async fn main() {
 
     // The cold start without vztmpld, on one fresh cluster of the same shape (every cluster is the same).
     let one = sims::start(sims::Shape { clusters: 1, ..shape }, &dir).await;
-    let baseline_cold_per_cluster = baseline::Scanner::new(&one[0]).cold_start().await;
+    let baseline_cold_per_cluster =
+        if args.skip_baseline { 0 } else { baseline::Scanner::new(&one[0]).cold_start().await };
     let baseline_cold_downloads = baseline_cold_per_cluster * shape.clusters as u64;
 
     let pass = median(&mut pass_ms);
@@ -188,6 +200,9 @@ async fn main() {
     row("requests floor", format!("{min_requests}"), String::new(), String::new());
     row("CPU per pass (ms)", format!("{cpu_ms_per_pass:.1}"), String::new(), "≤ 100".into());
     row("peak RSS (MiB)", format!("{:.1}", mib(peak_rss)), String::new(), "≤ 40".into());
+    row("RSS after cold start (MiB)", format!("{:.1}", mib(rss_after_cold)), String::new(), String::new());
+    let steady_peak = rss.iter().copied().max().unwrap_or(0);
+    row("RSS, steady passes max (MiB)", format!("{:.1}", mib(steady_peak)), String::new(), String::new());
     row(
         &format!("RSS growth, pass 5→{passes} (MiB)"),
         format!("{:.2}", mib(rss_growth_kib)),

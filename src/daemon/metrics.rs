@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::status::{PassOutcome, Status};
+use super::status::{PassOutcome, Status, TemplateState};
 use crate::pve::ApiAnswer;
 use crate::reconcile::apply::Outcome;
 use crate::reconcile::plan::{ItemState, Plan};
@@ -21,12 +21,19 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
-/// `{cluster,node,state}`.
+/// `{cluster,state}`: per cluster, not per node, so the series do not grow with the fleet (the status API
+/// has every node).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TemplateLabels {
     cluster: String,
-    node: String,
     state: &'static str,
+}
+
+/// `{cluster,ready}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    cluster: String,
+    ready: &'static str,
 }
 
 /// `{cluster,outcome}`.
@@ -63,6 +70,7 @@ pub struct Metrics {
     reconcile_total: Family<OutcomeLabel, Counter>,
     reconcile_duration: Histogram,
     templates: Family<TemplateLabels, Gauge>,
+    nodes: Family<NodeLabels, Gauge>,
     downloads_total: Family<DownloadLabels, Counter>,
     download_bytes_total: Counter,
     cache_lookups_total: Family<LookupLabel, Counter>,
@@ -86,6 +94,7 @@ impl Metrics {
             reconcile_total: Family::default(),
             reconcile_duration: Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
             templates: Family::default(),
+            nodes: Family::default(),
             downloads_total: Family::default(),
             download_bytes_total: Counter::default(),
             cache_lookups_total: Family::default(),
@@ -97,7 +106,8 @@ impl Metrics {
         };
         registry.register("reconcile", "Reconcile passes by outcome", m.reconcile_total.clone());
         registry.register("reconcile_duration_seconds", "Duration of reconcile passes", m.reconcile_duration.clone());
-        registry.register("templates", "Templates per node by state", m.templates.clone());
+        registry.register("templates", "Templates (node × template) per cluster by state", m.templates.clone());
+        registry.register("nodes", "Targeted nodes per cluster, by whether every template is cached", m.nodes.clone());
         registry.register("downloads", "Finished downloads by outcome", m.downloads_total.clone());
         registry.register("download_bytes", "Bytes downloaded by finished downloads", m.download_bytes_total.clone());
         registry.register("cache_lookups", "Cache lookups (hit: template present)", m.cache_lookups_total.clone());
@@ -176,9 +186,17 @@ impl Metrics {
             self.downloads_total.get_or_create(&DownloadLabels { cluster: d.cluster.clone(), outcome }).inc();
         }
         self.templates.clear();
-        for ((cluster, node, state), count) in status.counts() {
-            let labels = TemplateLabels { cluster: cluster.into(), node: node.into(), state: state.as_str() };
-            self.templates.get_or_create(&labels).set(count);
+        self.nodes.clear();
+        for ((cluster, state), count) in status.counts() {
+            self.templates.get_or_create(&TemplateLabels { cluster: cluster.into(), state: state.as_str() }).set(count);
+        }
+        for c in &status.clusters {
+            let ready = c.nodes.iter().filter(|n| n.templates.iter().all(|t| t.state == TemplateState::Cached)).count();
+            let not_ready = c.nodes.len() - ready;
+            for (label, count) in [("true", ready), ("false", not_ready)] {
+                let labels = NodeLabels { cluster: c.name.clone(), ready: label };
+                self.nodes.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
         }
     }
 }

@@ -214,7 +214,7 @@ impl Daemon {
         let outcome = {
             let shared = &self.shared;
             shared.update(|s| {
-                s.publish_plan(&r.plan, Some(&r.outcomes), wall);
+                s.retain_clusters(&r.plan);
                 let outcome = s.finish_pass(elapsed, &retries, wall);
                 if let Some(at) = schedule.next_due() {
                     s.set_next_pass(to_system_time(at));

@@ -1,7 +1,6 @@
 //! One reconcile pass as the daemon runs it: its own task (so the loop keeps answering signals and the
 //! watchdog while downloads are followed), publishing the plan and live progress to the status as it goes.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -28,8 +27,9 @@ pub(super) struct PassResult {
 impl PassResult {
     /// Per node: whether it had a failure a later pass may fix (a retryable block, or a retryable download
     /// failure). Nodes with only permanent problems are not retried early.
-    pub(super) fn failing_nodes(&self) -> BTreeMap<NodeKey, bool> {
-        let mut nodes: BTreeMap<NodeKey, bool> = BTreeMap::new();
+    pub(super) fn failing_nodes(&self) -> Vec<(NodeKey, bool)> {
+        // Items come node by node: one key per run of the same node, not one map insert per item.
+        let mut nodes: Vec<(NodeKey, bool)> = Vec::new();
         for item in &self.plan.items {
             let failing = match &item.state {
                 ItemState::Blocked(b) => b.retryable,
@@ -38,7 +38,10 @@ impl PassResult {
                 }
                 ItemState::Cached { .. } => false,
             };
-            *nodes.entry((item.cluster.clone(), item.node.to_string())).or_default() |= failing;
+            match nodes.last_mut() {
+                Some(((c, n), f)) if *c == item.cluster && n == item.node.as_str() => *f |= failing,
+                _ => nodes.push(((item.cluster.clone(), item.node.to_string()), failing)),
+            }
         }
         nodes
     }
@@ -60,6 +63,10 @@ pub(super) fn spawn(
             .reconcile(
                 |plan| {
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
+                    if !plan.has_downloads() {
+                        // Nothing to follow: `on_applied` publishes it a moment later, once.
+                        return None;
+                    }
                     shared.update(|s| s.publish_cluster_plan(plan, None, SystemTime::now()));
                     Some(progress_sink(plan, &shared))
                 },

@@ -201,8 +201,11 @@ pub struct NodeRetry {
 }
 
 /// Builds per-node template states from a plan, and (once applied) its outcomes.
-pub fn templates_from(plan: &Plan, outcomes: Option<&[Outcome]>) -> BTreeMap<(String, Scope), Vec<TemplateStatus>> {
-    let mut out: BTreeMap<(String, Scope), Vec<TemplateStatus>> = BTreeMap::new();
+pub fn templates_from<'p>(
+    plan: &'p Plan,
+    outcomes: Option<&[Outcome]>,
+) -> BTreeMap<(&'p str, &'p Scope), Vec<TemplateStatus>> {
+    let mut out: BTreeMap<(&str, &Scope), Vec<TemplateStatus>> = BTreeMap::new();
     for item in &plan.items {
         let base = TemplateStatus { template: item.template.clone(), ..Default::default() };
         let t = match &item.state {
@@ -233,7 +236,7 @@ pub fn templates_from(plan: &Plan, outcomes: Option<&[Outcome]>) -> BTreeMap<(St
                 TemplateStatus { state: TemplateState::Blocked, error: Some(b.reason.clone()), ..base }
             }
         };
-        out.entry((item.cluster.clone(), item.node.clone())).or_default().push(t);
+        out.entry((item.cluster.as_str(), &item.node)).or_default().push(t);
     }
     out
 }
@@ -261,6 +264,16 @@ pub fn set_condition(
             list.push(Condition { kind, status, reason: reason.into(), message, last_transition_time: now.to_string() })
         }
     }
+}
+
+/// A node of a cluster's view: nodes are sorted (`*` first, then by name), so a binary search finds it; a
+/// linear search covers any name that sorts otherwise.
+fn find_node<'a>(nodes: &'a mut [NodeStatus], name: &str) -> Option<&'a mut NodeStatus> {
+    let i = match nodes.binary_search_by(|n| n.name.as_str().cmp(name)) {
+        Ok(i) => i,
+        Err(_) => nodes.iter().position(|n| n.name == name)?,
+    };
+    nodes.get_mut(i)
 }
 
 fn is_on(list: &[Condition], kind: ConditionType) -> bool {
@@ -388,17 +401,18 @@ impl Status {
         }
     }
 
-    /// The status of the clusters a plan covers, sorted by name, keeping each node's conditions and backoff.
-    fn views(&self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) -> Vec<ClusterStatus> {
+    /// The status of the clusters a plan covers, sorted by name, keeping each node's conditions and backoff
+    /// (moved out of the previous view, which the caller replaces).
+    fn views(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) -> Vec<ClusterStatus> {
         let stamp = timestamp(now);
         let mut clusters: Vec<ClusterStatus> = Vec::new();
         for ((cluster, scope), templates) in templates_from(plan, outcomes) {
-            let prev = self.node(&cluster, scope.as_str()).cloned().unwrap_or_default();
+            let prev = self.take_node(cluster, scope.as_str());
             if clusters.last().is_none_or(|c| c.name != cluster) {
-                clusters.push(ClusterStatus { name: cluster.clone(), ..Default::default() });
+                clusters.push(ClusterStatus { name: cluster.to_string(), ..Default::default() });
             }
             let Some(c) = clusters.last_mut() else { continue };
-            if scope == Scope::Cluster {
+            if *scope == Scope::Cluster {
                 c.error = templates.first().and_then(|t| t.error.clone());
             }
             let mut n = NodeStatus { name: scope.as_str().to_string(), templates, ..prev };
@@ -408,6 +422,28 @@ impl Status {
         clusters
     }
 
+    fn cluster_mut(&mut self, name: &str) -> Option<&mut ClusterStatus> {
+        // Clusters are kept sorted by name.
+        let i = self.clusters.binary_search_by(|c| c.name.as_str().cmp(name)).ok()?;
+        self.clusters.get_mut(i)
+    }
+
+    /// A node's conditions and retry state, moved out (its templates are about to be replaced).
+    fn take_node(&mut self, cluster: &str, node: &str) -> NodeStatus {
+        let Some(c) = self.cluster_mut(cluster) else { return NodeStatus::default() };
+        match find_node(&mut c.nodes, node) {
+            Some(n) => NodeStatus { templates: Vec::new(), ..std::mem::take(n) },
+            None => NodeStatus::default(),
+        }
+    }
+
+    /// Drops the clusters a pass's plan did not cover (no longer configured, or without templates); each
+    /// covered cluster was published as it finished.
+    pub fn retain_clusters(&mut self, plan: &Plan) {
+        let covered: std::collections::HashSet<&str> = plan.items.iter().map(|i| i.cluster.as_str()).collect();
+        self.clusters.retain(|c| covered.contains(c.name.as_str()));
+    }
+
     /// A download of `(node, template)` items made progress (or waits for a slot).
     pub fn record_progress(&mut self, cluster: &str, items: &[(String, String)], p: &Progress) {
         let state = match p.phase {
@@ -415,19 +451,17 @@ impl Status {
             Phase::Downloading => TemplateState::Downloading,
             Phase::Verifying => TemplateState::Verifying,
         };
-        for c in self.clusters.iter_mut().filter(|c| c.name == cluster) {
-            for n in c.nodes.iter_mut() {
-                for t in n.templates.iter_mut() {
-                    if items.iter().any(|(node, tpl)| *node == n.name && *tpl == t.template) {
-                        t.state = state;
-                        t.upid = p.upid.clone();
-                        t.progress = p.percent();
-                        t.bytes_done = p.done;
-                        t.bytes_total = p.total;
-                        t.rate_bytes_per_second = p.rate.map(|r| r as u64);
-                        t.eta_seconds = p.eta().map(|d| d.as_secs());
-                    }
-                }
+        let Some(c) = self.cluster_mut(cluster) else { return };
+        for (node, template) in items {
+            let Some(n) = find_node(&mut c.nodes, node) else { continue };
+            for t in n.templates.iter_mut().filter(|t| t.template == *template) {
+                t.state = state;
+                t.upid = p.upid.clone();
+                t.progress = p.percent();
+                t.bytes_done = p.done;
+                t.bytes_total = p.total;
+                t.rate_bytes_per_second = p.rate.map(|r| r as u64);
+                t.eta_seconds = p.eta().map(|d| d.as_secs());
             }
         }
     }
@@ -496,14 +530,12 @@ impl Status {
         self.next_pass_at = Some(timestamp(at));
     }
 
-    /// Templates per (cluster, node, state), for the metrics gauge.
-    pub fn counts(&self) -> BTreeMap<(&str, &str, TemplateState), i64> {
+    /// Templates (node × template) per (cluster, state), for the metrics gauge.
+    pub fn counts(&self) -> BTreeMap<(&str, TemplateState), i64> {
         let mut counts = BTreeMap::new();
         for c in &self.clusters {
-            for n in &c.nodes {
-                for t in &n.templates {
-                    *counts.entry((c.name.as_str(), n.name.as_str(), t.state)).or_default() += 1;
-                }
+            for t in c.nodes.iter().flat_map(|n| &n.templates) {
+                *counts.entry((c.name.as_str(), t.state)).or_default() += 1;
             }
         }
         counts

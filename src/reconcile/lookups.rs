@@ -13,52 +13,108 @@ use super::plan::{ItemState, Plan, Scope};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Logged {
     Hit(String),
-    Miss(String),
+    Miss { storage: String, file: String },
     Blocked(String),
 }
 
-/// The last logged state of every (cluster, node, template), replaced cluster by cluster each pass.
+impl Logged {
+    fn of(state: &ItemState, plan: &Plan) -> Self {
+        match state {
+            ItemState::Cached { volid } => Logged::Hit(volid.clone()),
+            ItemState::Download { download } => {
+                let d = &plan.downloads[*download];
+                Logged::Miss { storage: d.storage.clone(), file: d.file.clone() }
+            }
+            ItemState::Blocked(b) => Logged::Blocked(b.reason.clone()),
+        }
+    }
+
+    /// Whether `state` is what was logged; compares in place, allocating nothing (the steady case).
+    fn is(&self, state: &ItemState, plan: &Plan) -> bool {
+        match (self, state) {
+            (Logged::Hit(v), ItemState::Cached { volid }) => v == volid,
+            (Logged::Miss { storage, file }, ItemState::Download { download }) => {
+                plan.downloads.get(*download).is_some_and(|d| d.storage == *storage && d.file == *file)
+            }
+            (Logged::Blocked(r), ItemState::Blocked(b)) => *r == b.reason,
+            _ => false,
+        }
+    }
+}
+
+/// One cluster's last logged states: node (`*` for the whole cluster) → template → state. Nested maps so a
+/// steady pass looks every item up by `&str`, without building a key.
+#[derive(Debug, Default)]
+struct ClusterLog {
+    nodes: HashMap<String, HashMap<String, Logged>>,
+}
+
+/// The last logged state of every (cluster, node, template), updated cluster by cluster each pass.
 #[derive(Debug, Default)]
 pub struct LookupLog {
-    last: HashMap<String, HashMap<(Scope, String), Logged>>,
+    last: HashMap<String, ClusterLog>,
 }
 
 impl LookupLog {
-    /// Logs the items of one cluster's plan whose state changed since the last pass (all of them the first time).
+    /// Logs the items of a plan whose state changed since the last pass (all of them the first time), and
+    /// forgets (node, template)s the plan no longer has.
     pub fn log_changes(&mut self, plan: &Plan) {
-        let mut clusters: HashMap<&str, HashMap<(Scope, String), Logged>> = HashMap::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for item in &plan.items {
+            *seen.entry(item.cluster.as_str()).or_default() += 1;
+        }
+        for cluster in seen.keys() {
+            if !self.last.contains_key(*cluster) {
+                self.last.insert(cluster.to_string(), ClusterLog::default());
+            }
+        }
         let mut unobserved_logged: Vec<&str> = Vec::new();
         for item in &plan.items {
-            let (cluster, node, template) = (&item.cluster, &item.node, &item.template);
-            let now = match &item.state {
-                ItemState::Cached { volid } => Logged::Hit(volid.clone()),
-                ItemState::Download { download } => Logged::Miss(plan.downloads[*download].volid()),
-                ItemState::Blocked(b) => Logged::Blocked(b.reason.clone()),
+            let (cluster, node, template) = (item.cluster.as_str(), &item.node, item.template.as_str());
+            let Some(log) = self.last.get_mut(cluster) else { continue };
+            let templates = match log.nodes.get_mut(node.as_str()) {
+                Some(t) => t,
+                None => log.nodes.entry(node.to_string()).or_default(),
             };
-            let key = (node.clone(), template.clone());
-            let before = self.last.get(cluster.as_str()).and_then(|m| m.get(&key));
-            if before != Some(&now) {
-                match (&item.state, node) {
-                    (ItemState::Blocked(b), Scope::Cluster) => {
-                        if !unobserved_logged.contains(&cluster.as_str()) {
-                            unobserved_logged.push(cluster);
-                            tracing::warn!(%cluster, reason = %b.reason, retryable = b.retryable, "cluster not observed; nothing decided for it this pass");
-                        }
-                    }
-                    (ItemState::Cached { volid }, _) => tracing::info!(%cluster, %node, %template, %volid, "CACHE HIT"),
-                    (ItemState::Download { download }, _) => {
-                        let d = &plan.downloads[*download];
-                        tracing::info!(%cluster, %node, %template, storage = %d.storage, file = %d.file, "CACHE MISS");
-                    }
-                    (ItemState::Blocked(b), _) => {
-                        tracing::warn!(%cluster, %node, %template, reason = %b.reason, "CACHE MISS (blocked)");
-                    }
+            match templates.get_mut(template) {
+                Some(before) if before.is(&item.state, plan) => continue,
+                Some(before) => *before = Logged::of(&item.state, plan),
+                None => {
+                    templates.insert(template.to_string(), Logged::of(&item.state, plan));
                 }
             }
-            clusters.entry(cluster).or_default().insert(key, now);
+            match (&item.state, node) {
+                (ItemState::Blocked(b), Scope::Cluster) => {
+                    if !unobserved_logged.contains(&cluster) {
+                        unobserved_logged.push(cluster);
+                        tracing::warn!(%cluster, reason = %b.reason, retryable = b.retryable, "cluster not observed; nothing decided for it this pass");
+                    }
+                }
+                (ItemState::Cached { volid }, _) => tracing::info!(%cluster, %node, %template, %volid, "CACHE HIT"),
+                (ItemState::Download { download }, _) => {
+                    let d = &plan.downloads[*download];
+                    tracing::info!(%cluster, %node, %template, storage = %d.storage, file = %d.file, "CACHE MISS");
+                }
+                (ItemState::Blocked(b), _) => {
+                    tracing::warn!(%cluster, %node, %template, reason = %b.reason, "CACHE MISS (blocked)");
+                }
+            }
         }
-        for (cluster, items) in clusters {
-            self.last.insert(cluster.to_string(), items);
+        // Entries the plan did not visit (a template or node no longer targeted): rare, so found by counting.
+        for (cluster, count) in seen {
+            let Some(log) = self.last.get_mut(cluster) else { continue };
+            if log.nodes.values().map(HashMap::len).sum::<usize>() == count {
+                continue;
+            }
+            let mut keep: HashMap<&str, Vec<&str>> = HashMap::new();
+            for item in plan.items.iter().filter(|i| i.cluster == cluster) {
+                keep.entry(item.node.as_str()).or_default().push(&item.template);
+            }
+            log.nodes.retain(|node, templates| {
+                let Some(wanted) = keep.get(node.as_str()) else { return false };
+                templates.retain(|t, _| wanted.contains(&t.as_str()));
+                true
+            });
         }
     }
 
@@ -69,8 +125,13 @@ impl LookupLog {
             let ItemState::Download { download } = item.state else { continue };
             if outcomes.get(download).is_some_and(Outcome::succeeded) {
                 let volid = plan.downloads[download].volid();
-                if let Some(m) = self.last.get_mut(item.cluster.as_str()) {
-                    m.insert((item.node.clone(), item.template.clone()), Logged::Hit(volid));
+                let logged = self
+                    .last
+                    .get_mut(item.cluster.as_str())
+                    .and_then(|c| c.nodes.get_mut(item.node.as_str()))
+                    .and_then(|n| n.get_mut(item.template.as_str()));
+                if let Some(logged) = logged {
+                    *logged = Logged::Hit(volid);
                 }
             }
         }

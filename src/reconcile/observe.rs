@@ -1,8 +1,8 @@
 //! Observe: what each targeted node actually has, with as few API calls as answer the question.
 //!
-//! Per cluster and pass: one `/access/permissions`, one `/cluster/resources?type=node`, one
-//! `?type=storage`, one content listing per shared storage (not per node) and per local vztmpl storage of
-//! each online node, and the appliance indexes only when something must be resolved (a miss, or `latest`).
+//! Per cluster and pass: one `/cluster/resources?type=node`, one `?type=storage`, one content listing per
+//! shared storage (not per node) and per local vztmpl storage of each online node. Only when something is
+//! not cached (or wants `latest`): `/access/permissions` for the preflight, and the appliance indexes.
 
 use futures_util::future::join_all;
 
@@ -12,7 +12,7 @@ use super::observation::{
 };
 use crate::config::{ClusterConfig, Policy, TemplateConfig, TemplateSource};
 use crate::pve::{Client, PveError};
-use crate::template::{TemplateName, debian_arch};
+use crate::template::{TemplateName, TemplateSpec, debian_arch};
 
 /// Observes one cluster for the given desired templates.
 pub(super) async fn observe_cluster(
@@ -28,23 +28,12 @@ pub(super) async fn observe_cluster(
             tracing::debug!(cluster = %cfg.name, error = %e, "cannot learn the nodes' certificate fingerprints");
         }
     }
-    let (perms, nodes, storages) =
-        tokio::join!(client.permissions(), client.cluster_nodes(), client.cluster_storages());
-    let (nodes, storages) = match (nodes, storages) {
+    let (nodes, storages) = match tokio::join!(client.cluster_nodes(), client.cluster_storages()) {
         (Ok(n), Ok(s)) => (n, s),
         (Err(e), _) | (_, Err(e)) => {
             obs.error_retryable = e.is_retryable();
             obs.error = Some(e.to_string());
             return obs;
-        }
-    };
-    obs.permissions = match perms {
-        Ok(map) => {
-            PermissionMap::new(map.into_iter().map(|(path, privs)| (path, privs.into_keys().collect())).collect())
-        }
-        Err(e) => {
-            tracing::warn!(cluster = %cfg.name, error = %e, "cannot read the token's permissions; skipping the preflight");
-            PermissionMap::unknown()
         }
     };
 
@@ -91,27 +80,43 @@ pub(super) async fn observe_cluster(
     }
 
     list_contents(&mut obs, client).await;
-    if needs_indexes(&obs, templates) {
-        let online: Vec<String> =
-            nodes.iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node.clone()).collect();
-        let fetched = join_all(online.iter().map(|n| client.appliances(n))).await;
-        for (node, result) in online.into_iter().zip(fetched) {
-            if let Err(e) = &result {
-                tracing::warn!(cluster = %cfg.name, %node, error = %e, "cannot read the node's appliance index; its templates are unknown this pass");
-            }
-            let entries = result.map_err(|e| e.to_string()).map(|list| {
-                list.into_iter()
-                    .filter(|a| a.kind.as_deref().is_none_or(|k| k == "lxc"))
-                    .map(|a| IndexEntry {
-                        name: TemplateName::parse(&a.template),
-                        template: a.template,
-                        location: a.location,
-                        sha512: a.sha512sum,
-                    })
-                    .collect()
-            });
-            obs.indexes.insert(node, entries);
+    // The token's privileges and the appliance indexes only matter for what is not cached (or `latest`):
+    // a converged cluster costs no call for them.
+    let needs = needs(&obs, templates);
+    if needs == Needs::Nothing {
+        return obs;
+    }
+    let online: Vec<String> =
+        nodes.iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node.clone()).collect();
+    let indexes = async {
+        if needs == Needs::Indexes { join_all(online.iter().map(|n| client.appliances(n))).await } else { Vec::new() }
+    };
+    let (perms, fetched) = tokio::join!(client.permissions(), indexes);
+    obs.permissions = match perms {
+        Ok(map) => {
+            PermissionMap::new(map.into_iter().map(|(path, privs)| (path, privs.into_keys().collect())).collect())
         }
+        Err(e) => {
+            tracing::warn!(cluster = %cfg.name, error = %e, "cannot read the token's permissions; skipping the preflight");
+            PermissionMap::unknown()
+        }
+    };
+    for (node, result) in online.into_iter().zip(fetched) {
+        if let Err(e) = &result {
+            tracing::warn!(cluster = %cfg.name, %node, error = %e, "cannot read the node's appliance index; its templates are unknown this pass");
+        }
+        let entries = result.map_err(|e| e.to_string()).map(|list| {
+            list.into_iter()
+                .filter(|a| a.kind.as_deref().is_none_or(|k| k == "lxc"))
+                .map(|a| IndexEntry {
+                    name: TemplateName::parse(&a.template),
+                    template: a.template,
+                    location: a.location,
+                    sha512: a.sha512sum,
+                })
+                .collect()
+        });
+        obs.indexes.insert(node, entries);
     }
     obs
 }
@@ -150,13 +155,37 @@ async fn list_contents(obs: &mut ClusterObservation, client: &Client) {
     }
 }
 
-/// Whether any targeted node needs an appliance index: `latest`, or an appliance spec with no matching file.
-fn needs_indexes(obs: &ClusterObservation, templates: &[TemplateConfig]) -> bool {
-    obs.nodes.iter().filter(|n| n.online && n.error.is_none()).any(|node| {
-        templates.iter().filter(|t| t.applies_to(&obs.name, &node.name)).any(|t| match &t.source {
-            TemplateSource::Url { .. } => false,
-            TemplateSource::Appliance(_) if t.policy == Policy::Latest => true,
-            TemplateSource::Appliance(spec) => find_cached(obs, &node.name, &node.arch, spec).is_none(),
-        })
-    })
+/// What a pass must read beyond the storages' contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Needs {
+    /// Everything wanted is cached: nothing.
+    Nothing,
+    /// A url template is missing: the token's privileges (the download preflight).
+    Permissions,
+    /// An appliance template is missing, or wants `latest`: the privileges and every online node's index.
+    Indexes,
+}
+
+/// What any targeted node's templates need read; a superset of what planning consults, never less.
+fn needs(obs: &ClusterObservation, templates: &[TemplateConfig]) -> Needs {
+    let mut needs = Needs::Nothing;
+    for node in obs.nodes.iter().filter(|n| n.online && n.error.is_none()) {
+        for t in templates.iter().filter(|t| t.applies_to(&obs.name, &node.name)) {
+            let this = match &t.source {
+                TemplateSource::Url { filename, .. } => {
+                    let file = TemplateSpec::File(filename.clone());
+                    if find_cached(obs, &node.name, "", &file).is_none() { Needs::Permissions } else { Needs::Nothing }
+                }
+                TemplateSource::Appliance(_) if t.policy == Policy::Latest => Needs::Indexes,
+                TemplateSource::Appliance(spec) => {
+                    if find_cached(obs, &node.name, &node.arch, spec).is_none() { Needs::Indexes } else { Needs::Nothing }
+                }
+            };
+            needs = needs.max(this);
+            if needs == Needs::Indexes {
+                return needs;
+            }
+        }
+    }
+    needs
 }
