@@ -171,7 +171,11 @@ async fn an_offline_node_degrades_only_itself_and_converges_when_back() {
     d.wait_for("pve2 to converge", |d| async move { d.state("pve2", "alpine-3.22") == "cached" }).await;
     let m = metrics(&d).await;
     assert_eq!(value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "cached")]), Some(3.0));
-    assert_eq!(value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "blocked")]), None, "the blocked series is gone");
+    assert_eq!(
+        value(&m, "vztmpld_templates", &[("cluster", "lab"), ("state", "blocked")]),
+        None,
+        "the blocked series is gone"
+    );
     assert_eq!(value(&m, "vztmpld_nodes", &[("cluster", "lab"), ("ready", "false")]), Some(0.0));
     assert!(value(&m, "vztmpld_reconcile_total", &[("outcome", "converged")]).unwrap_or(0.0) >= 1.0);
     assert!(value(&m, "vztmpld_cache_lookups_total", &[("result", "hit")]).unwrap_or(0.0) >= 2.0);

@@ -40,7 +40,19 @@ impl Daemon {
     /// Starts `vztmpld run` on `config` with JSON logs and waits until its status server answers.
     pub async fn start(config: &Path) -> Self {
         let addr = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vztmpld"))
+        // FLEET_DAEMON_WRAPPER (e.g. `heaptrack -o /tmp/ht`) runs the daemon under a profiler; the figures
+        // read from /proc are then the wrapper's.
+        let wrapper = std::env::var("FLEET_DAEMON_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_vztmpld"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_vztmpld")),
+        };
+        let mut child = command
             .args(["--log-format", "json", "run", "-c"])
             .arg(config)
             .args(["--listen", &addr.to_string()])
@@ -124,6 +136,12 @@ impl Daemon {
             rss_kib: kib("VmRSS:"),
             peak_rss_kib: kib("VmHWM:"),
         }
+    }
+
+    /// Resets the peak RSS (`VmHWM`) to the current RSS (`echo 5 > /proc/PID/clear_refs`, Linux ≥ 4.0), so the
+    /// next peak read covers only what follows.
+    pub fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
     }
 
     /// SIGTERM, then wait.

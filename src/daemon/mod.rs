@@ -223,7 +223,10 @@ impl Daemon {
             })
         };
         self.shared.read(|s| self.shared.metrics.record_pass(&r.plan, &r.outcomes, s, elapsed, outcome));
-        tracing::info!(outcome = outcome.as_str(), seconds = elapsed.as_secs_f64(), trigger = %r.trigger, "reconcile pass finished");
+        let trigger = r.trigger;
+        drop(r);
+        release_free_memory();
+        tracing::info!(outcome = outcome.as_str(), seconds = elapsed.as_secs_f64(), %trigger, "reconcile pass finished");
     }
 
     /// The shared status and metrics (for embedding the daemon beside other servers).
@@ -266,6 +269,16 @@ impl Reload {
         if let Some((force, trigger)) = self.queued.take() {
             self.start(source, known, force, trigger);
         }
+    }
+}
+
+/// Hands the heap pages a pass freed back to the system. glibc keeps them otherwise (a cold pass's peak would
+/// stay the daemon's RSS for its lifetime); measured at 100 clusters × 20 nodes: 63 → 53 MiB after a cold start.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes no pointers; it only returns free pages at the heap's top and in its holes.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

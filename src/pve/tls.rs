@@ -26,7 +26,11 @@ pub fn format_fingerprint(bytes: &[u8]) -> String {
 
 /// Builds the rustls configuration for a TLS mode; for pinned modes, `pins` is the live set the verifier checks.
 pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Prefer the SHA-256 suites: every pass opens fresh connections (pveproxy drops idle ones after 5 s), and
+    // their key schedule hashes with SHA-256, which CPUs accelerate (SHA-NI) where SHA-384 runs in software.
+    provider.cipher_suites.sort_by_key(|s| s.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let provider = Arc::new(provider);
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;

@@ -160,3 +160,42 @@ pub fn log_summary(plan: &Plan, outcomes: &[Outcome], elapsed: Duration) {
     let seconds = (elapsed.as_secs_f64() * 1000.0).round() / 1000.0;
     tracing::info!(%cluster, cached, downloaded, failed, blocked, downloads = plan.downloads.len(), seconds, "cluster reconciled");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::PlanItem;
+
+    fn cached(node: &str, template: &str, volid: &str) -> PlanItem {
+        PlanItem {
+            cluster: "lab".into(),
+            node: Scope::Node(node.into()),
+            template: template.into(),
+            state: ItemState::Cached { volid: volid.into() },
+        }
+    }
+
+    fn entries(log: &LookupLog) -> usize {
+        log.last.values().flat_map(|c| c.nodes.values()).map(HashMap::len).sum()
+    }
+
+    #[test]
+    fn a_steady_plan_changes_nothing_and_dropped_items_are_forgotten() {
+        let mut log = LookupLog::default();
+        let both = Plan {
+            items: vec![cached("pve1", "alpine", "local:vztmpl/a"), cached("pve1", "debian", "local:vztmpl/d")],
+            downloads: vec![],
+        };
+        log.log_changes(&both);
+        assert_eq!(entries(&log), 2);
+        let logged = |log: &LookupLog, t: &str| log.last["lab"].nodes["pve1"].get(t).cloned();
+        log.log_changes(&both);
+        assert_eq!(logged(&log, "alpine"), Some(Logged::Hit("local:vztmpl/a".into())));
+
+        let changed = Plan { items: vec![cached("pve1", "alpine", "nfs:vztmpl/a")], downloads: vec![] };
+        log.log_changes(&changed);
+        assert_eq!(entries(&log), 1, "debian is no longer planned: forgotten");
+        assert_eq!(logged(&log, "alpine"), Some(Logged::Hit("nfs:vztmpl/a".into())), "the change is recorded");
+        assert_eq!(logged(&log, "debian"), None);
+    }
+}

@@ -20,6 +20,10 @@ use futures_util::future::join_all;
 use crate::config::{ClusterConfig, Config};
 use crate::pve::{Client, ClientOptions, PveError};
 
+/// How many clusters a pass observes at once. Observing is short (a stalled cluster is bounded by the client's
+/// timeouts), and this bounds the observations and connections alive together; applying is not limited by it.
+pub const OBSERVING_CLUSTERS: usize = 64;
+
 /// One configured cluster and the client that talks to it, built together so neither exists without the other.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -98,9 +102,16 @@ impl Fleet {
         A: Fn(&plan::Plan, &[apply::Outcome]),
     {
         let (on_plan, on_applied) = (&on_plan, &on_applied);
+        let observing = &tokio::sync::Semaphore::new(OBSERVING_CLUSTERS);
         let per_cluster = self.clusters.iter().map(|c| async move {
-            let observed = observe::observe_cluster(&c.config, &c.client, &self.config.templates).await;
-            let plan = plan::plan(&self.config, std::slice::from_ref(&observed));
+            // The observation (volumes, appliance indexes) is dropped once planned: a cold pass follows its
+            // downloads for minutes, and a hundred clusters' observations must not stay alive meanwhile.
+            let plan = {
+                // Never closed; the permit bounds only how many clusters are observed at once, not apply.
+                let _permit = observing.acquire().await.ok();
+                let observed = observe::observe_cluster(&c.config, &c.client, &self.config.templates).await;
+                plan::plan(&self.config, std::slice::from_ref(&observed))
+            };
             let progress = on_plan(&plan);
             let outcomes = apply::apply_cluster(c, &plan, &self.config.downloads, progress).await;
             on_applied(&plan, &outcomes);

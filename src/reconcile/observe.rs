@@ -178,7 +178,11 @@ fn needs(obs: &ClusterObservation, templates: &[TemplateConfig]) -> Needs {
                 }
                 TemplateSource::Appliance(_) if t.policy == Policy::Latest => Needs::Indexes,
                 TemplateSource::Appliance(spec) => {
-                    if find_cached(obs, &node.name, &node.arch, spec).is_none() { Needs::Indexes } else { Needs::Nothing }
+                    if find_cached(obs, &node.name, &node.arch, spec).is_none() {
+                        Needs::Indexes
+                    } else {
+                        Needs::Nothing
+                    }
                 }
             };
             needs = needs.max(this);
