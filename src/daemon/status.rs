@@ -263,8 +263,13 @@ pub fn set_condition(
                 c.last_transition_time = now.to_string();
             }
             c.status = status;
-            c.reason = reason.into();
-            c.message = message;
+            // A steady pass sets the same conditions again: allocate only for a change.
+            if c.reason != reason {
+                c.reason = reason.into();
+            }
+            if c.message != message {
+                c.message = message;
+            }
         }
         None => {
             list.push(Condition { kind, status, reason: reason.into(), message, last_transition_time: now.to_string() })

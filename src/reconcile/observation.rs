@@ -88,9 +88,14 @@ pub struct StorageObservation {
     pub shared: bool,
     /// Per node that has it enabled: active, and free bytes.
     pub on_nodes: BTreeMap<String, StorageOnNode>,
-    /// Volumes, keyed by node for local storages and by `None` for shared ones.
-    pub volumes: BTreeMap<Option<String>, Result<Vec<Volume>, String>>,
+    /// A shared storage's volumes (one listing serves every node).
+    pub shared_volumes: Option<Listing>,
+    /// A local storage's volumes, by node (looked up by `&str`: planning asks this for every node × template).
+    pub node_volumes: BTreeMap<String, Listing>,
 }
+
+/// One storage listing: its vztmpl volumes, or why it could not be read.
+pub type Listing = Result<Vec<Volume>, String>;
 
 /// A storage as one node sees it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,8 +106,8 @@ pub struct StorageOnNode {
 
 impl StorageObservation {
     /// The volumes `node` sees here (shared ones for every node).
-    pub fn volumes_for(&self, node: &str) -> Option<&Result<Vec<Volume>, String>> {
-        if self.shared { self.volumes.get(&None) } else { self.volumes.get(&Some(node.to_string())) }
+    pub fn volumes_for(&self, node: &str) -> Option<&Listing> {
+        if self.shared { self.shared_volumes.as_ref() } else { self.node_volumes.get(node) }
     }
 
     /// Whether `node` has the storage active.

@@ -150,7 +150,12 @@ async fn list_contents(obs: &mut ClusterObservation, client: &Client) {
                 .collect()
         });
         if let Some(s) = obs.storages.get_mut(&storage) {
-            s.volumes.insert(key, volumes);
+            match key {
+                Some(node) => {
+                    s.node_volumes.insert(node, volumes);
+                }
+                None => s.shared_volumes = Some(volumes),
+            }
         }
     }
 }

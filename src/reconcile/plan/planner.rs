@@ -29,9 +29,7 @@ impl ClusterPlanner<'_> {
         if !node.online {
             return Resolution::Blocked(Blocked::retryable(format!("node {} is offline", node.name)));
         }
-        let visible: Vec<&str> =
-            self.obs.storages.values().filter(|s| s.active_on(&node.name)).map(|s| s.id.as_str()).collect();
-        if visible.is_empty() {
+        if !self.obs.storages.values().any(|s| s.active_on(&node.name)) {
             return Resolution::Blocked(Blocked::permanent(format!(
                 "node {} has no active storage with vztmpl content; enable 'Container template' on a storage (Datacenter → Storage)",
                 node.name

@@ -56,12 +56,12 @@ fn storage(id: &str, shared: bool, nodes: &[&str], avail: u64, files: &[&str]) -
     let vols = |_: Option<&str>| {
         Ok(files.iter().map(|f| Volume::new(format!("{id}:vztmpl/{f}"), f.to_string(), Some(1))).collect())
     };
-    let volumes = if shared {
-        BTreeMap::from([(None, vols(None))])
+    let (shared_volumes, node_volumes) = if shared {
+        (Some(vols(None)), BTreeMap::new())
     } else {
-        nodes.iter().map(|n| (Some(n.to_string()), vols(Some(n)))).collect()
+        (None, nodes.iter().map(|n| (n.to_string(), vols(Some(n)))).collect())
     };
-    StorageObservation { id: id.into(), shared, on_nodes, volumes }
+    StorageObservation { id: id.into(), shared, on_nodes, shared_volumes, node_volumes }
 }
 
 fn observed(nodes: &[&str], storages: Vec<StorageObservation>) -> ClusterObservation {
