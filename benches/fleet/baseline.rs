@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use pve_sim::SimServer;
 use serde_json::Value;
 use vztmpld::template::{TemplateName, TemplateSpec};
 
-use crate::sims::SPECS;
+use crate::sims::{Cluster, SPECS};
 
 /// One cluster as a deploy tool sees it: one endpoint, one keep-alive client.
 pub struct Scanner {
@@ -21,8 +20,8 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    pub fn new(sim: &SimServer) -> Self {
-        let tls = pve_sim::tls::client_config_trusting(&sim.cert_der).expect("tls");
+    pub fn new(sim: &Cluster) -> Self {
+        let tls = pve_sim::tls::client_config_trusting(&sim.ca_der()).expect("tls");
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .pool_idle_timeout(Duration::from_secs(4))
@@ -32,7 +31,7 @@ impl Scanner {
             client,
             endpoint: sim.endpoint.clone(),
             auth: sim.auth_header(),
-            nodes: sim.nodes.iter().map(|n| n.node.clone()).collect(),
+            nodes: sim.nodes.clone(),
             specs: SPECS.iter().map(|s| TemplateSpec::parse(s).expect("spec")).collect(),
             requests: 0,
         }

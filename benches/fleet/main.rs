@@ -1,7 +1,8 @@
 //! The fleet benchmark: the daemon's steady pass, memory and idle CPU over a simulated fleet, against the naive
 //! per-deploy scan, in one run. `cargo bench --bench fleet` (100 clusters × 20 nodes) or `-- --quick` (CI smoke).
 //!
-//! - The simulators (one per cluster, 5 ms per API answer, pveproxy's 3 workers) run in this process.
+//! - The simulators (one per cluster, 5 ms per API answer, pveproxy's 3 workers) run in this process, or in a
+//!   child process with `--fleet-process` (measured: no difference beyond noise; README: benchmarks).
 //! - The daemon is the real `vztmpld run` binary as a child process: its CPU time and memory come from
 //!   `/proc/PID`, so the simulators' work is never counted as the daemon's.
 //! - Passes are triggered through `POST /api/v1/reconcile`, spaced by `--spacing` (default 6 s, above pveproxy's
@@ -51,6 +52,12 @@ struct Args {
     /// Skip the naive scan (profiling runs); the ratio is then not measured.
     #[arg(long)]
     skip_baseline: bool,
+    /// Run the simulators in a child process instead of this one.
+    #[arg(long)]
+    fleet_process: bool,
+    /// Internal: serve the simulators and print them (what `--fleet-process` runs).
+    #[arg(long, hide = true)]
+    serve_fleet: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -82,16 +89,23 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("vztmpld-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
 
+    if args.serve_fleet {
+        sims::serve(shape, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
     let started = Instant::now();
-    let fleet = sims::start(shape, &dir).await;
-    let config = sims::write_config(&fleet, &dir);
+    let fleet = if args.fleet_process { sims::start_in_child(shape) } else { sims::start(shape, &dir).await };
+    let config = sims::write_config(&fleet.clusters, &dir);
     let stats = sims::Stats::new();
     eprintln!(
-        "fleet: {} clusters × {} nodes, {} templates, {:?} per API answer; started in {:.1} s",
+        "fleet: {} clusters × {} nodes, {} templates, {:?} per API answer, simulators {}; started in {:.1} s",
         shape.clusters,
         shape.nodes,
         sims::SPECS.len(),
         shape.latency,
+        fleet.child_pid().map_or("in this process".to_string(), |pid| format!("in process {pid}")),
         started.elapsed().as_secs_f64()
     );
 
@@ -100,7 +114,7 @@ async fn main() {
     let mut daemon = daemon::Daemon::start(&config).await;
     let first = daemon.next_pass(Duration::from_secs(1800)).await;
     let cold_converge_ms = cold.elapsed().as_secs_f64() * 1000.0;
-    let after_cold = stats.totals(&fleet).await;
+    let after_cold = stats.totals(&fleet.clusters).await;
     assert_eq!(first.outcome, "converged", "the cold pass");
     assert_eq!(after_cold.downloads_succeeded, after_cold.downloads_started, "every cold download succeeded");
     // Every spec lands once on the cluster's shared storage, which every node sees.
@@ -116,7 +130,7 @@ async fn main() {
         mib(rss_after_cold)
     );
 
-    let mut scanners: Vec<baseline::Scanner> = fleet.iter().map(baseline::Scanner::new).collect();
+    let mut scanners: Vec<baseline::Scanner> = fleet.clusters.iter().map(baseline::Scanner::new).collect();
     let (mut pass_ms, mut wall_ms, mut requests) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cpu, mut lines, mut rss) = (Duration::ZERO, 0u64, Vec::new());
     let (mut baseline_time, mut baseline_requests, mut baseline_found) = (Duration::ZERO, 0u64, 0usize);
@@ -128,13 +142,13 @@ async fn main() {
                 break;
             }
             tokio::time::sleep_until((last_end + args.spacing).into()).await;
-            let (before, u0, l0) = (stats.totals(&fleet).await, daemon.usage(), daemon.log_lines());
+            let (before, u0, l0) = (stats.totals(&fleet.clusters).await, daemon.usage(), daemon.log_lines());
             let t = Instant::now();
             daemon.trigger().await;
             let pass = daemon.next_pass(Duration::from_secs(300)).await;
             last_end = Instant::now();
             let (u1, l1) = (daemon.usage(), daemon.log_lines());
-            let after = stats.totals(&fleet).await;
+            let after = stats.totals(&fleet.clusters).await;
             assert_eq!(pass.outcome, "converged", "steady pass");
             assert_eq!(after.downloads_started, before.downloads_started, "a steady pass downloads nothing");
             pass_ms.push(pass.seconds * 1000.0);
@@ -170,7 +184,7 @@ async fn main() {
     // The cold start without vztmpld, on one fresh cluster of the same shape (every cluster is the same).
     let one = sims::start(sims::Shape { clusters: 1, ..shape }, &dir).await;
     let baseline_cold_per_cluster =
-        if args.skip_baseline { 0 } else { baseline::Scanner::new(&one[0]).cold_start().await };
+        if args.skip_baseline { 0 } else { baseline::Scanner::new(&one.clusters[0]).cold_start().await };
     let baseline_cold_downloads = baseline_cold_per_cluster * shape.clusters as u64;
 
     let pass = median(&mut pass_ms);
@@ -242,13 +256,13 @@ async fn main() {
         "cold_converge_ms": round1(cold_converge_ms),
         "passes": passes,
         "baseline_answers": baseline_found,
+        "fleet_process": args.fleet_process,
         "scale": {"clusters": shape.clusters, "nodes": shape.nodes, "templates": sims::SPECS.len(),
                   "latency_ms": shape.latency.as_secs_f64() * 1000.0},
     });
     println!("{json}");
-    for sim in fleet.into_iter().chain(one) {
-        sim.shutdown().await;
-    }
+    fleet.stop().await;
+    one.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

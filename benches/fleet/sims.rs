@@ -1,9 +1,11 @@
-//! The simulated fleet: one `pve-sim` server per cluster, all in this process, and the daemon's config for it.
+//! The simulated fleet: one `pve-sim` server per cluster — in this process, or all of them in a child process
+//! (`--fleet-process`, this bench re-run with `--serve-fleet`) — and the daemon's config for it.
 
 use std::path::Path;
 use std::time::Duration;
 
 use pve_sim::{Scenario, SimServer};
+use serde::{Deserialize, Serialize};
 
 /// The shape of every simulated cluster.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +46,53 @@ pub fn scenario(shape: Shape) -> Scenario {
     s
 }
 
-/// Starts `shape.clusters` simulators.
-pub async fn start(shape: Shape, dir: &Path) -> Vec<SimServer> {
+/// What the bench needs of one simulated cluster, wherever it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cluster {
+    pub endpoint: String,
+    pub token_id: String,
+    pub token_secret: String,
+    pub fingerprint: String,
+    pub control: String,
+    /// The cluster CA, hex DER.
+    pub ca_hex: String,
+    pub nodes: Vec<String>,
+}
+
+impl Cluster {
+    fn of(sim: &SimServer) -> Self {
+        Self {
+            endpoint: sim.endpoint.clone(),
+            token_id: sim.token_id.clone(),
+            token_secret: sim.token_secret.clone(),
+            fingerprint: sim.fingerprint.clone(),
+            control: sim.control.clone(),
+            ca_hex: hex::encode(&sim.cert_der),
+            nodes: sim.nodes.iter().map(|n| n.node.clone()).collect(),
+        }
+    }
+
+    pub fn auth_header(&self) -> String {
+        format!("PVEAPIToken={}={}", self.token_id, self.token_secret)
+    }
+
+    pub fn ca_der(&self) -> Vec<u8> {
+        hex::decode(&self.ca_hex).expect("CA hex")
+    }
+}
+
+/// The running fleet.
+pub struct Fleet {
+    pub clusters: Vec<Cluster>,
+    host: Host,
+}
+
+enum Host {
+    InProcess(Vec<SimServer>),
+    Child(std::process::Child),
+}
+
+async fn start_servers(shape: Shape, dir: &Path) -> Vec<SimServer> {
     let mut sims = Vec::with_capacity(shape.clusters);
     for _ in 0..shape.clusters {
         let sim = SimServer::start(scenario(shape), dir.to_path_buf(), "127.0.0.1:0".parse().expect("addr"))
@@ -56,13 +103,71 @@ pub async fn start(shape: Shape, dir: &Path) -> Vec<SimServer> {
     sims
 }
 
+/// Starts `shape.clusters` simulators in this process.
+pub async fn start(shape: Shape, dir: &Path) -> Fleet {
+    let sims = start_servers(shape, dir).await;
+    Fleet { clusters: sims.iter().map(Cluster::of).collect(), host: Host::InProcess(sims) }
+}
+
+/// Starts them in a child process (this bench with `--serve-fleet`), which prints them as one JSON line.
+pub fn start_in_child(shape: Shape) -> Fleet {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--serve-fleet", "--clusters", &shape.clusters.to_string(), "--nodes", &shape.nodes.to_string()])
+        .args(["--latency", &humantime::format_duration(shape.latency).to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the fleet process");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("the fleet's line");
+    let clusters = serde_json::from_str(&line).expect("the fleet's JSON");
+    Fleet { clusters, host: Host::Child(child) }
+}
+
+/// `--serve-fleet`: serves the simulators until stdin closes (the bench ended, however it ended).
+pub async fn serve(shape: Shape, dir: &Path) {
+    let sims = start_servers(shape, dir).await;
+    let clusters: Vec<Cluster> = sims.iter().map(Cluster::of).collect();
+    println!("{}", serde_json::to_string(&clusters).expect("JSON"));
+    let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
+    for sim in sims {
+        sim.shutdown().await;
+    }
+}
+
+impl Fleet {
+    /// The process's id when the fleet runs in a child.
+    pub fn child_pid(&self) -> Option<u32> {
+        match &self.host {
+            Host::Child(c) => Some(c.id()),
+            Host::InProcess(_) => None,
+        }
+    }
+
+    pub async fn stop(self) {
+        match self.host {
+            Host::InProcess(sims) => {
+                for sim in sims {
+                    sim.shutdown().await;
+                }
+            }
+            Host::Child(mut child) => {
+                drop(child.stdin.take());
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// The cluster's name in the daemon's config.
 pub fn cluster_name(i: usize) -> String {
     format!("c{i:03}")
 }
 
 /// Writes the daemon's config (and one secret file per cluster) for the fleet; returns its path.
-pub fn write_config(sims: &[SimServer], dir: &Path) -> std::path::PathBuf {
+pub fn write_config(sims: &[Cluster], dir: &Path) -> std::path::PathBuf {
     let mut text = String::from("interval: 1h\ndownloads: {poll_interval: 200ms}\nclusters:\n");
     for (i, sim) in sims.iter().enumerate() {
         let name = cluster_name(i);
@@ -106,7 +211,7 @@ impl Stats {
     }
 
     /// `/_sim/` requests are not API requests: they are not counted.
-    pub async fn totals(&self, sims: &[SimServer]) -> Totals {
+    pub async fn totals(&self, sims: &[Cluster]) -> Totals {
         let mut t = Totals::default();
         for sim in sims {
             let v: serde_json::Value = self
