@@ -31,16 +31,7 @@ fn config(server: &SimServer, dir: &std::path::Path) -> vztmpld::config::Config 
 }
 
 async fn requests(server: &SimServer, client: &reqwest::Client) -> u64 {
-    let v: serde_json::Value = client
-        .get(format!("{}/_sim/stats", server.endpoint))
-        .header("Authorization", server.auth_header())
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats json");
+    let v = pve_sim::testing::stats_of(client, &server.endpoint, &server.auth_header()).await;
     v["requests_total"].as_u64().unwrap_or(0)
 }
 

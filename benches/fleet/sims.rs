@@ -214,17 +214,7 @@ impl Stats {
     pub async fn totals(&self, sims: &[Cluster]) -> Totals {
         let mut t = Totals::default();
         for sim in sims {
-            let v: serde_json::Value = self
-                .client
-                .get(format!("{}/_sim/stats", sim.control))
-                .header("Authorization", sim.auth_header())
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .expect("stats")
-                .json()
-                .await
-                .expect("stats json");
+            let v = pve_sim::testing::stats_of(&self.client, &sim.control, &sim.auth_header()).await;
             t.requests += v["requests_total"].as_u64().unwrap_or(0);
             t.downloads_started += v["downloads_started"].as_u64().unwrap_or(0);
             t.downloads_succeeded += v["downloads_succeeded"].as_u64().unwrap_or(0);

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::status::{PassOutcome, Status, TemplateState};
+use super::status::{PassOutcome, Status};
 use crate::pve::ApiAnswer;
 use crate::reconcile::apply::Outcome;
 use crate::reconcile::plan::{ItemState, Plan};
@@ -191,7 +191,7 @@ impl Metrics {
             self.templates.get_or_create(&TemplateLabels { cluster: cluster.into(), state: state.as_str() }).set(count);
         }
         for c in &status.clusters {
-            let ready = c.nodes.iter().filter(|n| n.templates.iter().all(|t| t.state == TemplateState::Cached)).count();
+            let ready = c.nodes.iter().filter(|n| n.is_ready()).count();
             let not_ready = c.nodes.len() - ready;
             for (label, count) in [("true", ready), ("false", not_ready)] {
                 let labels = NodeLabels { cluster: c.name.clone(), ready: label };

@@ -205,13 +205,7 @@ pub fn templates_from<'p>(
     plan: &'p Plan,
     outcomes: Option<&[Outcome]>,
 ) -> BTreeMap<(&'p str, &'p Scope), Vec<TemplateStatus>> {
-    // Each node's list is sized exactly: growth by doubling would leave a third of 20,000 entries unused.
-    let mut sizes: BTreeMap<(&str, &Scope), usize> = BTreeMap::new();
-    for item in &plan.items {
-        *sizes.entry((item.cluster.as_str(), &item.node)).or_default() += 1;
-    }
-    let mut out: BTreeMap<(&str, &Scope), Vec<TemplateStatus>> =
-        sizes.into_iter().map(|(key, n)| (key, Vec::with_capacity(n))).collect();
+    let mut out: BTreeMap<(&str, &Scope), Vec<TemplateStatus>> = BTreeMap::new();
     for item in &plan.items {
         let base = TemplateStatus { template: item.template.clone(), ..Default::default() };
         let t = match &item.state {
@@ -244,6 +238,8 @@ pub fn templates_from<'p>(
         };
         out.entry((item.cluster.as_str(), &item.node)).or_default().push(t);
     }
+    // The status keeps these lists: growth by doubling would leave a third of 20,000 entries unused.
+    out.values_mut().for_each(Vec::shrink_to_fit);
     out
 }
 
@@ -292,6 +288,11 @@ fn is_on(list: &[Condition], kind: ConditionType) -> bool {
 }
 
 impl NodeStatus {
+    /// Whether the node's `Ready` condition holds (every template cached).
+    pub fn is_ready(&self) -> bool {
+        is_on(&self.conditions, ConditionType::Ready)
+    }
+
     /// Derives the node's conditions from its templates.
     fn derive_conditions(&mut self, now: &str) {
         let count = |s: TemplateState| self.templates.iter().filter(|t| t.state == s).count();

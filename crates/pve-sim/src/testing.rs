@@ -162,6 +162,20 @@ impl TestSim {
     }
 }
 
+/// `GET /_sim/stats` of a simulator reached only by its control URL and token (one in another process, say).
+pub async fn stats_of(client: &reqwest::Client, control: &str, auth_header: &str) -> Value {
+    client
+        .get(format!("{control}/_sim/stats"))
+        .header("Authorization", auth_header)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET /_sim/stats")
+        .json()
+        .await
+        .expect("/_sim/stats is JSON")
+}
+
 /// Percent-encodes a path segment (UPIDs contain `:` and `!`, volids `:` and `/`).
 pub fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
