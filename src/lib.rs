@@ -6,6 +6,7 @@
 //! - [`pve`]: the Proxmox VE client — the only code that talks HTTP to Proxmox.
 //! - [`reconcile`]: one pass — observe, plan (pure), apply.
 //! - [`daemon`]: the reconciling daemon, with injected edges (listener, control stream).
+//! - [`ha`]: leader election on etcd, so that several daemons on the same clusters never download twice.
 //! - [`cli`]: the command line and the exit statuses.
 //! - [`template`], [`names`]: template file names and specs; Proxmox's identifier formats.
 //!
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod files;
+pub mod ha;
 pub mod names;
 pub mod pve;
 pub mod reconcile;

@@ -359,3 +359,50 @@ fn check_suggests_the_nodes_and_clusters_it_knows() {
     let p = problem(&text);
     assert!(p.contains("no cluster named 'lba' (did you mean 'lab'?)"), "{p}");
 }
+
+/// `good()` with an `ha` section; `etcd` is the body under `etcd:` (indented by 4).
+fn with_ha(etcd: &str) -> String {
+    format!("{}ha:\n  etcd:\n{etcd}", good())
+}
+
+#[test]
+fn the_ha_section_loads_with_defaults() {
+    let c = parse(&with_ha("    endpoints: [http://127.0.0.1:2379]\n")).unwrap();
+    let ha = c.ha.unwrap();
+    assert_eq!(ha.prefix, "/vztmpld/");
+    assert_eq!(ha.lease_ttl, std::time::Duration::from_secs(15));
+    assert_eq!(ha.poll, std::time::Duration::from_secs(1));
+    assert!(ha.ca.is_none() && ha.identity.is_none() && ha.auth.is_none() && ha.id.is_none());
+    assert!(parse(&good()).unwrap().ha.is_none(), "without ha, a single instance");
+    let d = dir();
+    std::fs::write(d.join("etcd-ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    let c = parse(&with_ha(
+        "    endpoints: [https://10.0.0.5:2379, https://10.0.0.6:2379]\n    prefix: /vztmpld/prod/\n    lease_ttl: 20s\n    tls: { ca_file: etcd-ca.pem }\n    auth: { username: vztmpld, password_file: lab.secret }\n",
+    ))
+    .unwrap();
+    let ha = c.ha.unwrap();
+    assert_eq!(ha.endpoints.len(), 2);
+    assert_eq!(ha.prefix, "/vztmpld/prod/");
+    assert_eq!(ha.auth.as_ref().unwrap().0, "vztmpld");
+    assert!(!format!("{ha:?}").contains("d6a1f0b2"), "the password never shows: {ha:?}");
+}
+
+#[test]
+fn ha_mistakes_are_named_where_they_are() {
+    // Line 22 is `ha:`, 23 `etcd:`, 24 the first key under it.
+    let p = problem(&with_ha("    endpoints: [http://10.0.0.5:2379]\n"));
+    assert!(p.starts_with("24:17: ha.etcd.endpoints[0]: 'http://10.0.0.5:2379' is plain http to another host"), "{p}");
+    let p = problem(&with_ha("    endpoints: [https://10.0.0.5:2379]\n"));
+    assert!(p.contains("ha.etcd.tls.ca_file: https endpoints need the CA"), "{p}");
+    let p = problem(&with_ha("    endpoints: [\"http://[::1]:2379\"]\n    lease_ttl: 1s\n"));
+    assert!(p.starts_with("25:16: ha.etcd.lease_ttl: 1s is shorter than the minimum of 2s"), "{p}");
+    let p = problem(&with_ha("    endpoints: [http://localhost:2379]\n    tls: { cert_file: lab.secret }\n"));
+    assert!(p.contains("give cert_file and key_file together"), "{p}");
+    let p = problem(&with_ha("    endpoints: []\n"));
+    assert!(p.contains("give at least one etcd client URL"), "{p}");
+    let p =
+        problem(&with_ha("    endpoints: [http://127.0.0.1:2379]\n    auth: { username: u, password_file: nope }\n"));
+    assert!(p.starts_with("25:41: cannot read secret file") && p.contains("nope"), "{p}");
+    let p = problem(&with_ha("    endpoints: [http://127.0.0.1:2379]\n    leader: me\n"));
+    assert!(p.contains("unknown field `leader`"), "{p}");
+}

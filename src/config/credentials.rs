@@ -136,7 +136,7 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
 }
 
 #[cfg(unix)]
-fn loose_permissions(path: &Path) -> Option<String> {
+pub(super) fn loose_permissions(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     // Group-readable is how deploy/ shares the secret with the service (0640 root:vztmpld); others never.
@@ -152,6 +152,6 @@ fn loose_permissions(path: &Path) -> Option<String> {
 }
 
 #[cfg(not(unix))]
-fn loose_permissions(_path: &Path) -> Option<String> {
+pub(super) fn loose_permissions(_path: &Path) -> Option<String> {
     None
 }

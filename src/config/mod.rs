@@ -5,6 +5,7 @@
 //! whose `Debug` never shows them.
 
 mod credentials;
+mod ha;
 mod model;
 mod positions;
 mod scope;
@@ -16,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use credentials::parse_fingerprint;
+pub use ha::{MAX_LEASE_TTL, MIN_HA_POLL, MIN_LEASE_TTL};
 pub use model::{
-    Checksum, ClusterConfig, Config, DownloadSettings, NodeSelector, Policy, Secret, StorageSelector, TemplateConfig,
-    TemplateSource, TlsMode,
+    Checksum, ClusterConfig, Config, DownloadSettings, HaConfig, NodeSelector, PemFile, Policy, Secret,
+    StorageSelector, TemplateConfig, TemplateSource, TlsMode,
 };
 use positions::Positions;
 use scope::TemplateScope;
@@ -219,6 +221,7 @@ impl Validator {
         });
         let server_token =
             token_file.and_then(|f| self.secret_file("server.token_file", &base_dir.join(f), &mut warnings));
+        let ha = raw.ha.and_then(|h| self.ha(h, base_dir, &mut warnings));
         let d = raw.downloads.unwrap_or_default();
         let defaults = DownloadSettings::default();
         let downloads = DownloadSettings {
@@ -246,6 +249,7 @@ impl Validator {
             server_listen,
             server_token,
             downloads,
+            ha,
             warnings,
         }
     }

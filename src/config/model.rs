@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub templates: Vec<RawTemplate>,
     pub server: Option<RawServer>,
     pub downloads: Option<RawDownloads>,
+    pub ha: Option<RawHa>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +79,40 @@ pub(super) struct RawDownloads {
     pub poll_interval: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHa {
+    pub etcd: RawEtcd,
+    pub id: Option<String>,
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub poll: Option<String>,
+    pub tls: Option<RawEtcdTls>,
+    pub auth: Option<RawEtcdAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcdTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcdAuth {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -92,8 +127,47 @@ pub struct Config {
     /// `server.token_file`: the bearer token the status server requires (all but `/healthz` and `/readyz`).
     pub server_token: Option<Secret>,
     pub downloads: DownloadSettings,
+    /// `ha`: leader election on etcd; without it the daemon runs alone.
+    pub ha: Option<HaConfig>,
     /// Non-fatal findings (e.g. a secret file readable by others), for the caller to log.
     pub warnings: Vec<String>,
+}
+
+/// `ha`: several daemons on the same clusters elect one leader on etcd; only the leader reconciles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// etcd client URLs (`http://` only on loopback), tried in order.
+    pub endpoints: Vec<reqwest::Url>,
+    /// One election per prefix; the leader key is `{prefix}leader`.
+    pub prefix: String,
+    /// How long leadership outlives the leader's last renewal.
+    pub lease_ttl: Duration,
+    /// How often a standby looks for a vacant leadership.
+    pub poll: Duration,
+    /// A CA (PEM) for `https://` endpoints.
+    pub ca: Option<PemFile>,
+    /// A client certificate chain and its key (PEM), for etcd's `--client-cert-auth`.
+    pub identity: Option<(PemFile, PemFile)>,
+    /// etcd's own users: (name, password).
+    pub auth: Option<(String, Secret)>,
+    /// This daemon's name in the election (default `HOSTNAME:PID`).
+    pub id: Option<String>,
+    /// Where this daemon's status server is reachable, shown to standbys.
+    pub advertise: Option<reqwest::Url>,
+}
+
+/// A PEM file's path and bytes, read at load.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A key file's bytes are a secret; the path says which file.
+        write!(f, "PemFile({})", self.path.display())
+    }
 }
 
 /// How long a download may take: `timeout` plus the file size at `min_rate`.

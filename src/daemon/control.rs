@@ -36,6 +36,8 @@ pub enum Trigger {
     Signal,
     /// `POST /api/v1/reconcile`.
     Api,
+    /// This daemon became the HA leader.
+    Leader,
 }
 
 impl Trigger {
@@ -48,6 +50,7 @@ impl Trigger {
             Trigger::Config => "config",
             Trigger::Signal => "signal",
             Trigger::Api => "api",
+            Trigger::Leader => "leader",
         }
     }
 }

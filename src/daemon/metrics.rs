@@ -78,6 +78,9 @@ pub struct Metrics {
     api_errors_total: Family<ApiErrorLabels, Counter>,
     config_reloads_total: Family<OutcomeLabel, Counter>,
     config_generation: Gauge,
+    leader: Gauge,
+    ha_elections_total: Counter,
+    ha_lease_losses_total: Counter,
 }
 
 impl Default for Metrics {
@@ -102,6 +105,9 @@ impl Metrics {
             api_errors_total: Family::default(),
             config_reloads_total: Family::default(),
             config_generation: Gauge::default(),
+            leader: Gauge::default(),
+            ha_elections_total: Counter::default(),
+            ha_lease_losses_total: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("reconcile", "Reconcile passes by outcome", m.reconcile_total.clone());
@@ -115,6 +121,18 @@ impl Metrics {
         registry.register("api_errors", "Failed Proxmox API calls by kind of error", m.api_errors_total.clone());
         registry.register("config_reloads", "Configuration reloads by outcome", m.config_reloads_total.clone());
         registry.register("config_generation", "Generation of the configuration in force", m.config_generation.clone());
+        registry.register(
+            "leader",
+            "1 when this daemon reconciles (the HA leader, or alone without ha)",
+            m.leader.clone(),
+        );
+        registry.register("ha_elections", "Times this daemon became the HA leader", m.ha_elections_total.clone());
+        registry.register(
+            "ha_lease_losses",
+            "Times this daemon lost its etcd lease while leading",
+            m.ha_lease_losses_total.clone(),
+        );
+        m.leader.set(1);
         Self { registry, ..m }
     }
 
@@ -152,6 +170,13 @@ impl Metrics {
         if let Some(g) = generation {
             self.config_generation.set(i64::try_from(g).unwrap_or(i64::MAX));
         }
+    }
+
+    /// The HA election changed from `before` to `now`.
+    pub fn record_ha(&self, before: &crate::ha::HaStatus, now: &crate::ha::HaStatus) {
+        self.leader.set(i64::from(now.role == crate::ha::Role::Leader));
+        self.ha_elections_total.inc_by(now.elections.saturating_sub(before.elections));
+        self.ha_lease_losses_total.inc_by(now.lease_losses.saturating_sub(before.lease_losses));
     }
 
     /// The first configuration, before any reload.

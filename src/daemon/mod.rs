@@ -38,6 +38,7 @@ use status::Status;
 pub use systemd::watchdog_period;
 
 use crate::config::{self, Config};
+use crate::ha::{Ha, HaStatus, Role};
 
 /// Where the status server listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9811";
@@ -58,6 +59,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("{0}")]
     Client(#[from] crate::pve::PveError),
+    #[error("ha: {0} (check ha.etcd in the configuration)")]
+    Ha(#[from] crate::ha::EtcdError),
 }
 
 /// A daemon whose first configuration is loaded and valid, ready to [`run`](Daemon::run).
@@ -109,6 +112,19 @@ impl Daemon {
         if !access.loopback && access.token.is_none() {
             tracing::warn!(listen = %bound, "the status server listens beyond loopback without a token: anyone who reaches {bound} can read the status and start passes; set server.token_file");
         }
+        // With `ha`, passes run only while this daemon leads, and every download start asks the lease first.
+        let ha_config = self.config().ha.clone();
+        let mut ha = match &ha_config {
+            Some(cfg) => Some(Ha::start(cfg, format!("http://{bound}"))?),
+            None => None,
+        };
+        let gate = ha.as_ref().map(Ha::gate).unwrap_or_default();
+        let mut ha_seen = HaStatus::default();
+        if let Some(h) = &ha {
+            ha_seen = h.state.borrow().clone();
+            self.shared.metrics.record_ha(&HaStatus::default(), &ha_seen);
+            self.shared.update(|s| s.ha = Some(ha_seen.clone()));
+        }
         let stop_server = tokio_util::sync::CancellationToken::new();
         let server = {
             let stop = stop_server.clone();
@@ -124,7 +140,8 @@ impl Daemon {
         let mut pass: Option<JoinHandle<pass::PassResult>> = None;
         let mut reload = Reload::default();
         loop {
-            let (next_pass, reload_at) = (schedule.next_due(), schedule.reload_due());
+            let leading = ha.as_ref().is_none_or(Ha::is_leader);
+            let (next_pass, reload_at) = (schedule.next_due().filter(|_| leading), schedule.reload_due());
             let control = tokio::select! {
                 c = controls.next() => c.unwrap_or(Control::Stop),
                 Some(c) = self.requests.recv() => c,
@@ -142,8 +159,15 @@ impl Daemon {
                         if trigger == Trigger::Interval {
                             reload.start(&self.source, self.active.hash(), false, Trigger::Config);
                         }
-                        let (fleet, shared) = (self.active.fleet.clone(), Arc::clone(&self.shared));
+                        let (mut fleet, shared) = (self.active.fleet.clone(), Arc::clone(&self.shared));
+                        fleet.gate = gate.clone();
                         pass = Some(pass::spawn(fleet, shared, Arc::clone(&self.lookups), trigger));
+                    }
+                    continue;
+                }
+                () = election_changed(&mut ha) => {
+                    if let Some(h) = &mut ha {
+                        self.on_election(h, &mut ha_seen, &mut pass, &mut schedule);
                     }
                     continue;
                 }
@@ -161,6 +185,9 @@ impl Daemon {
                             false
                         }
                     };
+                    if applied && self.config().ha != ha_config {
+                        tracing::warn!("the ha section changed; it takes effect when the daemon restarts");
+                    }
                     if applied {
                         schedule.set_interval(self.config().interval, Instant::now());
                         schedule.request(trigger, Instant::now());
@@ -190,6 +217,10 @@ impl Daemon {
         if let Some(p) = pass.take() {
             p.abort();
             self.shared.update(Status::interrupt_pass);
+        }
+        // Resigning after the pass stopped: the standby takes over now instead of after the lease's TTL.
+        if let Some(h) = ha.take() {
+            h.resign().await;
         }
         stop_server.cancel();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
@@ -227,6 +258,35 @@ impl Daemon {
         drop(r);
         release_free_memory();
         tracing::info!(outcome = outcome.as_str(), seconds = elapsed.as_secs_f64(), %trigger, "reconcile pass finished");
+    }
+
+    /// The election changed: show it, start a pass on winning, stop the running one on losing.
+    fn on_election(
+        &self,
+        ha: &mut Ha,
+        seen: &mut HaStatus,
+        pass: &mut Option<JoinHandle<pass::PassResult>>,
+        schedule: &mut Scheduler,
+    ) {
+        let now = ha.state.borrow_and_update().clone();
+        self.shared.metrics.record_ha(seen, &now);
+        let (was, is) = (seen.role == Role::Leader, now.role == Role::Leader);
+        if is && !was {
+            schedule.request(Trigger::Leader, Instant::now());
+        }
+        if was && !is {
+            if let Some(p) = pass.take() {
+                // Proxmox keeps running the tasks this pass started; the next leader adopts them.
+                p.abort();
+                schedule.abort(Instant::now());
+                self.shared.update(Status::interrupt_pass);
+                tracing::warn!(
+                    "no longer the leader: the running pass is stopped; the next leader adopts its downloads"
+                );
+            }
+        }
+        self.shared.update(|s| s.ha = Some(now.clone()));
+        *seen = now;
     }
 
     /// The shared status and metrics (for embedding the daemon beside other servers).
@@ -290,6 +350,17 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the election's status changes; never without `ha`.
+async fn election_changed(ha: &mut Option<Ha>) {
+    let changed = match ha {
+        Some(h) => h.state.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 

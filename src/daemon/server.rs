@@ -112,11 +112,27 @@ fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Ready: the daemon reconciles and a pass has finished. With `ha`, only the leader is ready, so a load
+/// balancer's health check finds the daemon whose status is live; a standby answers 503 naming the leader.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.status.read().unwrap_or_else(std::sync::PoisonError::into_inner).ready {
+    let guard = shared.status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let unavailable = |text: String| (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+    match &guard.ha {
+        Some(ha) if ha.role == crate::ha::Role::Standby => {
+            let leader = ha.leader.as_ref().map_or("unknown", |l| l.id.as_str());
+            let at = ha.leader.as_ref().and_then(|l| l.status_url.as_deref()).unwrap_or("unknown");
+            return unavailable(format!("not ready: standby; {leader} leads (status at {at})\n"));
+        }
+        Some(ha) if ha.role == crate::ha::Role::Connecting => {
+            let why = ha.etcd_error.as_deref().unwrap_or("the election is not decided yet");
+            return unavailable(format!("not ready: not in the HA election: {why}\n"));
+        }
+        _ => {}
+    }
+    if guard.ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no reconcile pass has finished yet\n").into_response()
+        unavailable("not ready: no reconcile pass has finished yet\n".into())
     }
 }
 

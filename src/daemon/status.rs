@@ -31,6 +31,9 @@ pub struct Status {
     /// Set by `POST /api/v1/reconcile`, cleared when that pass starts.
     pub reconcile_requested_at: Option<String>,
     pub conditions: Vec<Condition>,
+    /// The HA election, with `ha` configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<crate::ha::HaStatus>,
     pub clusters: Vec<ClusterStatus>,
 }
 

@@ -46,11 +46,35 @@ impl Outcome {
 use super::progress::Tracker;
 pub use super::progress::{Phase, Progress, ProgressSink};
 
+/// Asked right before each download starts (not once per pass): `Err(reason)` holds the start back. HA
+/// fencing closes it when the etcd lease may have ended; without HA it is always open.
+#[derive(Clone, Default)]
+pub struct StartGate(Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>);
+
+impl StartGate {
+    /// A gate that asks `check`.
+    pub fn new(check: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(check)))
+    }
+
+    /// Whether a download may start now.
+    pub fn check(&self) -> Result<(), String> {
+        self.0.as_ref().map_or(Ok(()), |check| check())
+    }
+}
+
+impl std::fmt::Debug for StartGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "StartGate(fenced)" } else { "StartGate(open)" })
+    }
+}
+
 /// Runs every download of a plan; returns one outcome per `plan.downloads` entry. Each cluster runs its
 /// downloads under its own limits, concurrently with the others.
 pub async fn apply(fleet: &Fleet, plan: &Plan, progress: Option<ProgressSink>) -> Vec<Outcome> {
     let settings = &fleet.config.downloads;
-    let per_cluster = fleet.clusters.iter().map(|c| run_cluster(c, plan, settings, progress.clone()));
+    let gate = &fleet.gate;
+    let per_cluster = fleet.clusters.iter().map(|c| run_cluster(c, plan, settings, progress.clone(), gate));
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.downloads.len()];
     for (index, outcome) in join_all(per_cluster).await.into_iter().flatten() {
         outcomes[index] = Some(outcome);
@@ -74,8 +98,9 @@ pub async fn apply_cluster(
     plan: &Plan,
     settings: &DownloadSettings,
     progress: Option<ProgressSink>,
+    gate: &StartGate,
 ) -> Vec<Outcome> {
-    run_cluster(cluster, plan, settings, progress).await.into_iter().map(|(_, o)| o).collect()
+    run_cluster(cluster, plan, settings, progress, gate).await.into_iter().map(|(_, o)| o).collect()
 }
 
 /// The downloads of `plan` that belong to `cluster`, within its `max_parallel_downloads` and
@@ -85,6 +110,7 @@ async fn run_cluster(
     plan: &Plan,
     settings: &DownloadSettings,
     progress: Option<ProgressSink>,
+    gate: &StartGate,
 ) -> Vec<(usize, Outcome)> {
     let downloads: Vec<(usize, &Download)> =
         plan.downloads.iter().enumerate().filter(|(_, d)| d.cluster == cluster.config.name).collect();
@@ -105,7 +131,7 @@ async fn run_cluster(
             // idle node could use.
             let _n = node_limit.acquire().await.ok();
             let _c = cluster_limit.acquire().await.ok();
-            (i, run_download(&cluster.client, i, d, settings, progress.as_ref()).await)
+            (i, run_download(&cluster.client, i, d, settings, progress.as_ref(), gate).await)
         }
         .instrument(span)
     });
@@ -118,6 +144,7 @@ async fn run_download(
     d: &Download,
     settings: &DownloadSettings,
     progress: Option<&ProgressSink>,
+    gate: &StartGate,
 ) -> Outcome {
     let started = Instant::now();
     let fail = |upid: Option<String>, e: &PveError| Outcome::Failed {
@@ -156,6 +183,10 @@ async fn run_download(
             (task.upid, true)
         }
         None => {
+            if let Err(reason) = gate.check() {
+                tracing::info!(%reason, "download not started");
+                return Outcome::Failed { upid: None, error: format!("not started: {reason}"), retryable: true };
+            }
             let started = match &d.source {
                 Source::Appliance { template } => client.download_appliance(&d.node, &d.storage, template).await,
                 Source::Url { url, algorithm, checksum } => {

@@ -36,6 +36,8 @@ pub struct Cluster {
 pub struct Fleet {
     pub config: Arc<Config>,
     pub clusters: Vec<Cluster>,
+    /// Asked before each download starts (HA fencing); open by default.
+    pub gate: apply::StartGate,
 }
 
 impl Fleet {
@@ -46,7 +48,7 @@ impl Fleet {
             .iter()
             .map(|c| Ok(Cluster { config: c.clone(), client: Arc::new(Client::new(c, options)?) }))
             .collect::<Result<Vec<_>, PveError>>()?;
-        Ok(Self { config: Arc::new(config), clusters })
+        Ok(Self { config: Arc::new(config), clusters, gate: apply::StartGate::default() })
     }
 
     /// Observes every cluster concurrently; one observation per cluster, in configuration order.
@@ -113,7 +115,7 @@ impl Fleet {
                 plan::plan(&self.config, std::slice::from_ref(&observed))
             };
             let progress = on_plan(&plan);
-            let outcomes = apply::apply_cluster(c, &plan, &self.config.downloads, progress).await;
+            let outcomes = apply::apply_cluster(c, &plan, &self.config.downloads, progress, &self.gate).await;
             on_applied(&plan, &outcomes);
             (plan, outcomes)
         });

@@ -1,6 +1,8 @@
 //! Helpers for vztmpld's black-box tests: configs pointing at the simulator, the binary, temp dirs.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod etcd;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -43,6 +43,7 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
         server_listen: None,
         server_token: None,
         downloads: DownloadSettings::default(),
+        ha: None,
         warnings: vec![],
     }
 }
