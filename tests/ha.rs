@@ -158,6 +158,10 @@ async fn two_daemons_elect_one_leader_and_download_exactly_the_floor() {
     assert_eq!(code, 503, "{text}");
     assert!(text.contains("standby") && text.contains(ls["ha"]["id"].as_str().unwrap()), "{text}");
     assert!(leader.get("/metrics").await.1.contains("vztmpld_leader 1"));
+    let (code, out, err) = common::vztmpld_async(vec!["status".into(), "--addr".into(), standby.addr.clone()]).await;
+    assert_eq!(code, 1, "a standby is not ready, as /readyz says: {err}");
+    let leads = format!("{} leads since", ls["ha"]["id"].as_str().unwrap());
+    assert!(out.contains("ha: standby (") && out.contains(&leads) && out.contains(&leader.addr), "{out}");
     let metrics = standby.get("/metrics").await.1;
     assert!(metrics.contains("vztmpld_leader 0") && metrics.contains("vztmpld_ha_elections_total 0"), "{metrics}");
 }
@@ -393,4 +397,30 @@ async fn tls_client_certificates_and_etcd_users_work() {
     .await;
     assert!(!a.log().contains("daemon-pw"), "no secret in the log");
     assert!(!a.status().await.to_string().contains("daemon-pw"), "no secret in the status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_apply_runs_only_as_the_leader() {
+    let Some(etcd) = Etcd::launch("a_one_shot_apply_runs_only_as_the_leader") else { return };
+    let sim = TestSim::start().await;
+    let rest = format!("interval: 1h\n{}templates:\n  - template: alpine-3.22\n", ha(&etcd, "apply", ""));
+    let cfg = write_config(&sim.server, "", &rest);
+    let apply = || common::vztmpld_async(vec!["apply".into(), "-c".into(), cfg.display().to_string()]);
+
+    // Alone, apply leads for its run, converges, and resigns: a daemon started next leads at once.
+    let (code, _, err) = apply().await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sim.stats().await["downloads_started"], 1);
+    let a = Proc::spawn(&cfg, "a").await;
+    let took =
+        wait_until("the daemon leads", Duration::from_secs(10), &[&a], || async { a.role().await == "leader" }).await;
+    assert!(took < Duration::from_secs(3), "apply resigned; no wait for its lease: {took:?}");
+
+    // With a daemon leading, apply refuses and starts nothing.
+    let volid = common::encode("shared:vztmpl/alpine-3.22-default_20250617_amd64.tar.xz");
+    assert!(sim.delete(&format!("/nodes/pve1/storage/shared/content/{volid}")).await.status.is_success());
+    let (code, _, err) = apply().await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("leads the clusters under /vztmpld/apply/") && err.contains(&a.addr), "{err}");
+    assert_eq!(sim.stats().await["downloads_started"], 1, "nothing started by the refused apply");
 }

@@ -175,3 +175,44 @@ fn status_json_is_unchanged() {
     let back: Status = serde_json::from_value(actual).unwrap();
     assert!(!back.all_cached());
 }
+
+#[test]
+fn the_ha_section_of_the_status_is_pinned() {
+    use vztmpld::ha::{HaStatus, LeaderRecord, Role};
+    let mut status = Status::new("/etc/vztmpld/config.yaml".into());
+    assert!(serde_json::to_value(&status).unwrap().get("ha").is_none(), "absent without ha");
+    status.ha = Some(HaStatus {
+        role: Role::Standby,
+        id: "mgmt2:812".into(),
+        since: Some("2026-12-01T10:00:00Z".into()),
+        leader: Some(LeaderRecord {
+            id: "mgmt1:733".into(),
+            status_url: Some("http://mgmt1:9811".into()),
+            since: Some("2026-12-01T09:00:00Z".into()),
+        }),
+        etcd_error: None,
+        retry_at: None,
+        elections: 2,
+        lease_losses: 1,
+        lease_ttl_seconds: 15,
+        prefix: "/vztmpld/prod/".into(),
+    });
+    let v = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        v["ha"],
+        json!({
+            "role": "standby",
+            "id": "mgmt2:812",
+            "since": "2026-12-01T10:00:00Z",
+            "leader": {"id": "mgmt1:733", "status_url": "http://mgmt1:9811", "since": "2026-12-01T09:00:00Z"},
+            "etcd_error": null,
+            "retry_at": null,
+            "elections": 2,
+            "lease_losses": 1,
+            "lease_ttl_seconds": 15,
+            "prefix": "/vztmpld/prod/"
+        })
+    );
+    let back: Status = serde_json::from_value(v).unwrap();
+    assert_eq!(back.ha.unwrap().role, Role::Standby, "`vztmpld status` reads it back");
+}

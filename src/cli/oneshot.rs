@@ -49,7 +49,54 @@ pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStat
 
 /// `vztmpld apply`: 0 when everything converged, 1 when anything failed or stayed blocked.
 pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
-    let fleet = Fleet::new(load(path)?, Default::default())?;
+    let mut fleet = Fleet::new(load(path)?, Default::default())?;
+    // With `ha`, a one-shot apply is a short-lived member of the election: it runs only as the leader.
+    let ha = match fleet.config.ha.clone() {
+        Some(cfg) => Some(lead_for_apply(&cfg).await?),
+        None => None,
+    };
+    if let Some(ha) = &ha {
+        fleet.gate = ha.gate();
+    }
+    let result = apply_fleet(&fleet, output).await;
+    if let Some(ha) = ha {
+        ha.resign().await;
+    }
+    result
+}
+
+/// Joins the election and waits to lead; refuses when a daemon leads (it downloads what is missing).
+async fn lead_for_apply(cfg: &crate::config::HaConfig) -> anyhow::Result<crate::ha::Ha> {
+    use crate::ha::Role;
+    let mut ha = crate::ha::Ha::start(cfg, None)?;
+    let status = ha.decided(cfg.lease_ttl + std::time::Duration::from_secs(5)).await;
+    match status.role {
+        Role::Leader => Ok(ha),
+        Role::Standby => {
+            let leader = status.leader.unwrap_or_else(|| crate::ha::LeaderRecord {
+                id: "another daemon".into(),
+                status_url: None,
+                since: None,
+            });
+            let at = leader.status_url.map(|u| format!(" (status at {u})")).unwrap_or_default();
+            ha.resign().await;
+            anyhow::bail!(
+                "ha: {}{at} leads the clusters under {}, and only the leader downloads; it reconciles on its own (POST /api/v1/reconcile to hurry it). Nothing was started",
+                leader.id,
+                cfg.prefix
+            )
+        }
+        Role::Connecting => {
+            let why = status.etcd_error.unwrap_or_else(|| "no answer".into());
+            ha.resign().await;
+            anyhow::bail!(
+                "ha: cannot join the election ({why}); with ha configured, apply starts nothing without the lease"
+            )
+        }
+    }
+}
+
+async fn apply_fleet(fleet: &Fleet, output: Output) -> anyhow::Result<ExitStatus> {
     let bars = (output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(indicatif::MultiProgress::new);
     super::logs::set_bars(bars.clone());

@@ -110,5 +110,29 @@ pub(super) fn render(status: &Status) -> String {
         )
     });
     out.push_str(&format!("config generation {} · {last}\n", status.config.generation));
+    if let Some(ha) = &status.ha {
+        out.push_str(&ha_line(ha));
+    }
     out
+}
+
+/// `ha: standby (mgmt2:812) · mgmt1:733 leads since … (status at …)`.
+fn ha_line(ha: &crate::ha::HaStatus) -> String {
+    let mut line = format!("ha: {} ({})", ha.role.as_str(), ha.id);
+    if let Some(l) = ha.leader.as_ref().filter(|_| ha.role != crate::ha::Role::Leader) {
+        line.push_str(&format!(" · {} leads", l.id));
+        if let Some(since) = &l.since {
+            line.push_str(&format!(" since {since}"));
+        }
+        if let Some(url) = &l.status_url {
+            line.push_str(&format!(" (status at {url})"));
+        }
+    } else if let Some(since) = &ha.since {
+        line.push_str(&format!(" since {since}"));
+    }
+    if let Some(e) = &ha.etcd_error {
+        line.push_str(&format!(" · etcd: {e}"));
+    }
+    line.push('\n');
+    line
 }

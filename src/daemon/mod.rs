@@ -115,7 +115,7 @@ impl Daemon {
         // With `ha`, passes run only while this daemon leads, and every download start asks the lease first.
         let ha_config = self.config().ha.clone();
         let mut ha = match &ha_config {
-            Some(cfg) => Some(Ha::start(cfg, format!("http://{bound}"))?),
+            Some(cfg) => Some(Ha::start(cfg, Some(format!("http://{bound}")))?),
             None => None,
         };
         let gate = ha.as_ref().map(Ha::gate).unwrap_or_default();

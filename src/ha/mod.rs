@@ -120,8 +120,8 @@ pub struct Ha {
 
 impl Ha {
     /// Joins the election (a task on the current runtime). `status_url` is where this daemon's status server
-    /// answers, unless `ha.advertise` says otherwise.
-    pub fn start(cfg: &HaConfig, status_url: String) -> Result<Self, EtcdError> {
+    /// answers, unless `ha.advertise` says otherwise (a one-shot `apply` has none).
+    pub fn start(cfg: &HaConfig, status_url: Option<String>) -> Result<Self, EtcdError> {
         let id = cfg.id.clone().unwrap_or_else(default_id);
         let timeout = (cfg.lease_ttl / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
         let client = etcd::Etcd::new(cfg, timeout)?;
@@ -136,7 +136,7 @@ impl Ha {
         let stop = CancellationToken::new();
         let record = LeaderRecord {
             id,
-            status_url: Some(cfg.advertise.as_ref().map_or(status_url, ToString::to_string)),
+            status_url: cfg.advertise.as_ref().map(ToString::to_string).or(status_url),
             since: None,
         };
         let election = election::Election::new(client, cfg, record, Arc::clone(&clock), tx);
@@ -150,13 +150,19 @@ impl Ha {
         StartGate::new(move || clock.check())
     }
 
+    /// Waits (up to `limit`) until the election has placed this process as leader or standby; the status then.
+    pub async fn decided(&mut self, limit: Duration) -> HaStatus {
+        let _ = tokio::time::timeout(limit, self.state.wait_for(|s| s.role != Role::Connecting)).await;
+        self.state.borrow().clone()
+    }
+
     /// Whether this daemon leads now.
     pub fn is_leader(&self) -> bool {
         self.state.borrow().role == Role::Leader
     }
 
     /// Leaves the election: stops starting downloads at once, then revokes the lease so a standby takes over
-    /// without waiting for it to expire (bounded by [`RESIGN_TIMEOUT`]).
+    /// without waiting for it to expire (bounded: 2 s).
     pub async fn resign(mut self) {
         self.clock.close();
         self.stop.cancel();
