@@ -216,3 +216,52 @@ fn the_ha_section_of_the_status_is_pinned() {
     let back: Status = serde_json::from_value(v).unwrap();
     assert_eq!(back.ha.unwrap().role, Role::Standby, "`vztmpld status` reads it back");
 }
+
+#[test]
+fn the_resolve_answer_is_pinned() {
+    use vztmpld::daemon::resolve::Resolution;
+    let cached = Resolution {
+        cluster: "lab".into(),
+        node: "pve1".into(),
+        template: "alpine-3.22".into(),
+        state: "cached".into(),
+        configured: true,
+        volid: Some(format!("local:vztmpl/{ALPINE}")),
+        storage: Some("local".into()),
+        size: Some(3_280_348),
+        observed_at: Some("2026-12-01T10:00:00Z".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&cached).unwrap(),
+        json!({"cluster": "lab", "node": "pve1", "template": "alpine-3.22", "state": "cached", "configured": true,
+               "volid": format!("local:vztmpl/{ALPINE}"), "storage": "local", "size": 3_280_348,
+               "observed_at": "2026-12-01T10:00:00Z"})
+    );
+    let downloading = Resolution {
+        cluster: "lab".into(),
+        node: "pve2".into(),
+        template: "debian-12".into(),
+        state: "downloading".into(),
+        configured: true,
+        upid: Some("UPID:pve2:1".into()),
+        progress: Some(42),
+        bytes_done: Some(42),
+        bytes_total: Some(100),
+        eta_seconds: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&downloading).unwrap(),
+        json!({"cluster": "lab", "node": "pve2", "template": "debian-12", "state": "downloading", "configured": true,
+               "upid": "UPID:pve2:1", "progress": 42, "bytes_done": 42, "bytes_total": 100, "eta_seconds": 3})
+    );
+    let blocked = Resolution {
+        state: "blocked".into(),
+        reason: Some("node pve3 is offline".into()),
+        next_retry: Some("2026-12-01T10:00:05Z".into()),
+        ..Default::default()
+    };
+    let v = serde_json::to_value(&blocked).unwrap();
+    assert_eq!((&v["reason"], &v["next_retry"]), (&json!("node pve3 is offline"), &json!("2026-12-01T10:00:05Z")));
+}

@@ -16,6 +16,7 @@
 
 mod baseline;
 mod daemon;
+mod resolve;
 mod sims;
 
 use std::time::{Duration, Instant};
@@ -46,7 +47,13 @@ struct Args {
     /// Blocks of daemon passes, each followed by a slice of the baseline scan.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// CI smoke: 4 clusters × 5 nodes, 8 passes, 5 s idle.
+    /// Resolve API load: requests per second.
+    #[arg(long, default_value_t = 1000)]
+    resolve_rate: u32,
+    /// Resolve API load: for how long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    resolve_for: Duration,
+    /// CI smoke: 4 clusters × 5 nodes, 8 passes, 5 s idle, 2 s of resolve load.
     #[arg(long)]
     quick: bool,
     /// Skip the naive scan (profiling runs); the ratio is then not measured.
@@ -81,6 +88,7 @@ async fn main() {
     let mut args = Args::parse();
     if args.quick {
         (args.clusters, args.nodes, args.passes, args.idle) = (4, 5, 8, Duration::from_secs(5));
+        args.resolve_for = Duration::from_secs(2);
         args.rounds = args.rounds.min(2);
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -176,6 +184,12 @@ async fn main() {
     let u0 = daemon.usage();
     tokio::time::sleep(args.idle).await;
     let idle_cpu_ms = daemon.usage().cpu.saturating_sub(u0.cpu).as_secs_f64() * 1000.0 * 30.0 / args.idle.as_secs_f64();
+    // The resolve API at deploy-tool rates, against the daemon that tracks the whole fleet.
+    let u1 = daemon.usage();
+    let load = resolve::load(daemon.addr, shape.clusters, shape.nodes, args.resolve_rate, args.resolve_for).await;
+    let resolve_cpu_ms = daemon.usage().cpu.saturating_sub(u1.cpu).as_secs_f64() * 1000.0;
+    assert_eq!(load.errors, 0, "every resolve request answered 200 or 404");
+    assert!(load.hits > 0, "some resolve requests hit");
     let status_bytes = daemon.get("/api/v1/status").await.len();
     let metrics_bytes = daemon.get("/metrics").await.len();
     let peak_rss = daemon.usage().peak_rss_kib;
@@ -226,6 +240,19 @@ async fn main() {
     );
     row("idle CPU (ms per 30 s)", format!("{idle_cpu_ms:.0}"), String::new(), "≤ 150".into());
     row("log lines per pass", format!("{log_lines_per_pass:.1}"), String::new(), format!("≤ {}", shape.clusters + 1));
+    row(
+        &format!("resolve p99 at {:.0}/s (ms)", load.achieved_rps),
+        format!("{:.2}", load.p99_ms),
+        String::new(),
+        "≤ 2".into(),
+    );
+    row("resolve p50 / max (ms)", format!("{:.2} / {:.1}", load.p50_ms, load.max_ms), String::new(), String::new());
+    row(
+        "resolve CPU (ms per 1000)",
+        format!("{:.0}", resolve_cpu_ms * 1000.0 / load.requests.max(1) as f64),
+        String::new(),
+        String::new(),
+    );
     row("status (bytes)", format!("{status_bytes}"), String::new(), String::new());
     row("metrics (bytes)", format!("{metrics_bytes}"), String::new(), String::new());
     row(
@@ -255,6 +282,10 @@ async fn main() {
         "baseline_cold_downloads": baseline_cold_downloads,
         "cold_converge_ms": round1(cold_converge_ms),
         "passes": passes,
+        "resolve": {"requests": load.requests, "hits": load.hits, "rps": round1(load.achieved_rps),
+                    "p50_ms": (load.p50_ms * 100.0).round() / 100.0, "p99_ms": (load.p99_ms * 100.0).round() / 100.0,
+                    "max_ms": round1(load.max_ms),
+                    "cpu_ms_per_1000": round1(resolve_cpu_ms * 1000.0 / load.requests.max(1) as f64)},
         "baseline_answers": baseline_found,
         "fleet_process": args.fleet_process,
         "scale": {"clusters": shape.clusters, "nodes": shape.nodes, "templates": sims::SPECS.len(),

@@ -2,7 +2,7 @@
 //!
 //! - `oneshot`: `check`, `plan`, `apply`. `report`: their table and JSON.
 //! - `run`: the daemon with its real edges (OS signals, file watcher, watchdog) wired in.
-//! - `status`: `vztmpld status`. `demo`, `sim`: the simulator (feature `sim`).
+//! - `status`: `vztmpld status`. `resolve`: `vztmpld resolve`. `demo`, `sim`: the simulator (feature `sim`).
 
 mod available;
 #[cfg(feature = "sim")]
@@ -10,6 +10,7 @@ mod demo;
 mod logs;
 mod oneshot;
 mod report;
+mod resolve;
 mod run;
 #[cfg(feature = "sim")]
 mod sim;
@@ -112,6 +113,29 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Ask a running daemon which file to use for a template on a node, e.g. `pct create 101 $(vztmpld resolve
+    /// pve1 debian-12)`. Prints the volid; exit 0 cached, 1 missing (or downloading, or unknown), 2 blocked.
+    Resolve {
+        /// The node.
+        node: String,
+        /// A spec (`debian-12`, `alpine-3.22`) or a file name, matched as in the configuration.
+        template: String,
+        /// The cluster, when the node's name is in more than one.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Wait up to this long for it to be cached (e.g. `60s`; at most 15m).
+        #[arg(long)]
+        wait: Option<String>,
+        /// Re-list the node's storages first (one or two API calls) instead of answering from the last pass.
+        #[arg(long)]
+        fresh: bool,
+        /// The daemon's status server.
+        #[arg(long, default_value = crate::daemon::DEFAULT_LISTEN)]
+        addr: String,
+        /// The status server's bearer token (server.token_file), when it has one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Start the built-in simulated cluster and the daemon against it (examples/demo.yaml). Ctrl-C stops both.
     #[cfg(feature = "sim")]
     Demo {
@@ -146,7 +170,7 @@ pub enum ExitStatus {
     Success,
     /// 1: invalid configuration, something failed or is blocked, or an error.
     Failure,
-    /// 2: `plan` only: downloads are pending (as `terraform plan -detailed-exitcode`).
+    /// 2: `plan`: downloads are pending (as `terraform plan -detailed-exitcode`); `resolve`: blocked.
     Pending,
 }
 
@@ -169,6 +193,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Run { config, listen } => run::daemon(config, listen).await,
         Command::Status { addr, token_file, output } => {
             status::run(&addr, token_file.as_deref(), output == Output::Json).await
+        }
+        Command::Resolve { node, template, cluster, wait, fresh, addr, token_file } => {
+            let ask = resolve::Ask { node, template, cluster, wait, fresh };
+            resolve::run(&addr, token_file.as_deref(), ask).await
         }
         #[cfg(feature = "sim")]
         Command::Demo { listen } => demo::run(listen).await,

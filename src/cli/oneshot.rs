@@ -104,7 +104,7 @@ async fn apply_fleet(fleet: &Fleet, output: Output) -> anyhow::Result<ExitStatus
     let started: Arc<Mutex<Vec<String>>> = Arc::default();
     // Each cluster starts downloading as soon as its own plan is made; its bars appear then.
     let pass = fleet.reconcile(
-        |plan| {
+        |plan, _| {
             // A fresh log: a one-shot run reports every lookup.
             crate::reconcile::lookups::LookupLog::default().log_changes(plan);
             let bar = bars.as_ref().map(|multi| progress_bars(multi, plan));

@@ -3,15 +3,22 @@
 use super::{ExitStatus, print};
 use crate::daemon::status::{Status, TemplateState};
 
-/// Fetches `/api/v1/status` from `addr` and prints it; exit 0 when every template is cached, 1 otherwise.
-pub(super) async fn run(addr: &str, token_file: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitStatus> {
+/// GETs `path` from the daemon's status server at `addr` (`host:port` or a URL), with the bearer token when
+/// given; the base URL (for messages) and the response.
+pub(super) async fn get_from_daemon(
+    addr: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    token_file: Option<&std::path::Path>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(String, reqwest::Response)> {
     let base = if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).no_proxy().build()?;
-    let mut request = client.get(format!("{base}/api/v1/status"));
+    let client = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
+    let mut request = client.get(format!("{base}{path}")).query(query);
     if let Some(path) = token_file {
         let token = crate::files::read_bounded_text(path, crate::files::SECRET_LIMIT)
             .map_err(|e| anyhow::anyhow!("{}: cannot read the token: {e}", path.display()))?;
@@ -21,6 +28,13 @@ pub(super) async fn run(addr: &str, token_file: Option<&std::path::Path>, json: 
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {base}: {e} (is `vztmpld run` up? see --addr)"))?;
+    Ok((base, response))
+}
+
+/// Fetches `/api/v1/status` from `addr` and prints it; exit 0 when every template is cached, 1 otherwise.
+pub(super) async fn run(addr: &str, token_file: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitStatus> {
+    let timeout = std::time::Duration::from_secs(10);
+    let (base, response) = get_from_daemon(addr, "/api/v1/status", &[], token_file, timeout).await?;
     if !response.status().is_success() {
         let code = response.status();
         let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();

@@ -8,12 +8,14 @@
 //!
 //! - [`control`]: `Control` and `Trigger`. [`scheduler`]: when passes run (pure).
 //! - `reload`: the configuration in force and its replacement. `pass`: one pass as a task.
-//! - [`status`], [`metrics`], [`server`]: what the daemon shows. [`watch`]: the file-watch producer.
+//! - [`status`], [`metrics`], [`server`]: what the daemon shows; [`resolve`]: the resolve API over what the
+//!   passes saw. [`watch`]: the file-watch producer.
 
 pub mod control;
 pub mod metrics;
 mod pass;
 mod reload;
+pub mod resolve;
 pub mod scheduler;
 pub mod server;
 pub mod status;
@@ -240,6 +242,7 @@ impl Daemon {
         let retries = schedule.finish(now, r.failing_nodes());
         let configured: Vec<String> = self.config().clusters.iter().map(|c| c.name.clone()).collect();
         self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(&configured);
+        self.shared.catalog.update(|inv| inv.retain(&configured));
         let elapsed = now.saturating_duration_since(r.started);
         let wall = SystemTime::now();
         let outcome = {

@@ -61,7 +61,8 @@ pub(super) fn spawn(
         // Each cluster's plan is published, logged and applied as soon as it is made.
         let (plan, outcomes) = fleet
             .reconcile(
-                |plan| {
+                |plan, observed| {
+                    shared.catalog.update(|inv| inv.record(observed, SystemTime::now()));
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
                     if !plan.has_downloads() {
                         // Nothing to follow: `on_applied` publishes it a moment later, once.
@@ -71,6 +72,7 @@ pub(super) fn spawn(
                     Some(progress_sink(plan, &shared))
                 },
                 |plan, outcomes| {
+                    record_downloaded(&shared, plan, outcomes);
                     log_summary(plan, outcomes, started.elapsed());
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record_outcomes(plan, outcomes);
                     shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now()));
@@ -79,6 +81,25 @@ pub(super) fn spawn(
             .await;
         PassResult { plan, outcomes, started, trigger }
     })
+}
+
+/// Files that downloads put in place, into the resolve API's inventory (a long poll wakes on them).
+fn record_downloaded(shared: &Shared, plan: &Plan, outcomes: &[Outcome]) {
+    let done: Vec<_> = plan.downloads.iter().zip(outcomes).filter(|(_, o)| o.succeeded()).collect();
+    if done.is_empty() {
+        return;
+    }
+    let now = SystemTime::now();
+    shared.catalog.update(|inv| {
+        for (d, o) in done {
+            let size = match o {
+                Outcome::Finished { bytes, .. } => *bytes,
+                _ => None,
+            };
+            let vol = crate::reconcile::inventory::Vol { volid: d.volid().into(), size };
+            inv.add(&d.cluster, &d.node, &d.storage, vol, now);
+        }
+    });
 }
 
 /// Marks every (node, template) a download serves as downloading, with its UPID and percent.

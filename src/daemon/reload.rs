@@ -117,6 +117,7 @@ impl Active {
                 .client
                 .set_observer(Arc::new(move |answer: ApiAnswer<'_>| shared.metrics.record_api(&name, answer)));
         }
+        shared.catalog.set_fleet(fleet.clone());
         Ok(Self { fleet, hash, generation, unreadable: None })
     }
 

@@ -1,4 +1,5 @@
-//! The status server: `/healthz`, `/readyz`, `/api/v1/status`, `POST /api/v1/reconcile` and `/metrics`.
+//! The status server: `/healthz`, `/readyz`, `/api/v1/status`, `POST /api/v1/reconcile`, `/metrics`, and the
+//! resolve API (`/api/v1/resolve`, `/api/v1/cache`, in `super::resolve`).
 //! Loopback by default; it serves the daemon's snapshot and never blocks the reconcile loop.
 //!
 //! A web page must not drive it: state-changing requests from another origin are refused (CSRF), and on a
@@ -26,6 +27,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// "Reconcile now" requests, to the loop.
     controls: mpsc::Sender<Control>,
+    /// What the passes saw on every node, for the resolve API.
+    pub catalog: super::resolve::Catalog,
 }
 
 /// Who may talk to the status server.
@@ -40,7 +43,7 @@ pub struct Access {
 impl Shared {
     /// A fresh snapshot and registry; requests go to `controls`.
     pub fn new(status: Status, controls: mpsc::Sender<Control>) -> Self {
-        Self { status: RwLock::new(status), metrics: Metrics::new(), controls }
+        Self { status: RwLock::new(status), metrics: Metrics::new(), controls, catalog: Default::default() }
     }
 
     /// Reads the status (a poisoned lock still holds the last good snapshot).
@@ -67,6 +70,8 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reconcile", post(reconcile))
+        .route("/api/v1/resolve", get(super::resolve::resolve))
+        .route("/api/v1/cache", get(super::resolve::cache))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
         .with_state(shared)

@@ -5,8 +5,10 @@
 //! - [`plan`]: desired × observed → [`plan::Plan`]; pure, imports nothing that does I/O.
 //! - [`apply`]: starts, adopts and follows downloads.
 //! - [`lookups`]: the `CACHE HIT` / `CACHE MISS` log lines, on change only.
+//! - [`inventory`]: every node's vztmpl volumes, kept between passes for the resolve API.
 
 pub mod apply;
+pub mod inventory;
 pub mod lookups;
 pub mod observation;
 mod observe;
@@ -94,13 +96,14 @@ impl Fleet {
     }
 
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
-    /// back nothing but itself. `on_plan` sees each cluster's plan as soon as it is made (to publish or log it)
+    /// back nothing but itself. `on_plan` sees each cluster's plan and observation as soon as the plan is made
+    /// (to publish or log it, or keep the volumes seen)
     /// and returns where that plan's download progress goes (indices are the cluster plan's); `on_applied` sees
     /// it again with its outcomes when that cluster is done. Returns the whole plan, clusters in configuration
     /// order, and one outcome per download.
     pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> (plan::Plan, Vec<apply::Outcome>)
     where
-        P: Fn(&plan::Plan) -> Option<apply::ProgressSink>,
+        P: Fn(&plan::Plan, &observation::ClusterObservation) -> Option<apply::ProgressSink>,
         A: Fn(&plan::Plan, &[apply::Outcome]),
     {
         let (on_plan, on_applied) = (&on_plan, &on_applied);
@@ -108,13 +111,14 @@ impl Fleet {
         let per_cluster = self.clusters.iter().map(|c| async move {
             // The observation (volumes, appliance indexes) is dropped once planned: a cold pass follows its
             // downloads for minutes, and a hundred clusters' observations must not stay alive meanwhile.
-            let plan = {
+            let (plan, progress) = {
                 // Never closed; the permit bounds only how many clusters are observed at once, not apply.
                 let _permit = observing.acquire().await.ok();
                 let observed = observe::observe_cluster(&c.config, &c.client, &self.config.templates).await;
-                plan::plan(&self.config, std::slice::from_ref(&observed))
+                let plan = plan::plan(&self.config, std::slice::from_ref(&observed));
+                let progress = on_plan(&plan, &observed);
+                (plan, progress)
             };
-            let progress = on_plan(&plan);
             let outcomes = apply::apply_cluster(c, &plan, &self.config.downloads, progress, &self.gate).await;
             on_applied(&plan, &outcomes);
             (plan, outcomes)
