@@ -1,6 +1,6 @@
 //! Property: for random clusters (nodes, architectures, shared and local storages, fresh, stale and empty
-//! indexes, files already there), apply then plan leaves nothing to download, and everything the first
-//! plan meant to download is cached afterwards.
+//! indexes, files already there) and configurations (policies, `prune`), apply then plan leaves nothing to
+//! download or delete, and everything the first plan meant to download is cached afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
 mod common;
@@ -41,6 +41,7 @@ const PRESETS: &[&str] = &[
     "debian-12-standard_12.2-1_amd64.tar.zst",
     "ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
 ];
+const OLDER_BUILDS: &[&str] = &["alpine-3.22-default_20250101_amd64.tar.xz", "debian-12-standard_12.0-1_amd64.tar.zst"];
 
 fn scenario(rng: &mut Rng) -> (String, Vec<String>) {
     let n = 1 + rng.below(4) as usize;
@@ -68,6 +69,12 @@ fn scenario(rng: &mut Rng) -> (String, Vec<String>) {
         yaml.push_str("  - {id: tank, type: dir, content: [vztmpl], total: 5000000000000}\n");
     }
     let mut presets = Vec::new();
+    // Older builds on every node's `local`, often: what `prune` is there to remove.
+    for p in OLDER_BUILDS {
+        if local_vztmpl && rng.chance(60) {
+            nodes.iter().for_each(|n| presets.push(format!("  - {{storage: local, node: {n}, file: {p}}}\n")));
+        }
+    }
     for p in PRESETS {
         if rng.chance(30) && !with_shared.is_empty() {
             presets.push(format!("  - {{storage: nfs, file: {p}}}\n"));
@@ -92,20 +99,31 @@ async fn apply_then_plan_is_empty_for_random_clusters() {
     for batch in seeds.chunks(6) {
         futures_util::future::join_all(batch.iter().map(|seed| check_seed(*seed))).await;
     }
+    let pruned = PRUNED.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("superseded builds deleted over all seeds: {pruned}");
+    assert!(pruned > 0, "some seeds exercise prune");
 }
+
+/// Deletions applied over all seeds (the property must not hold vacuously for `prune`).
+static PRUNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One random cluster: apply, then plan again.
 async fn check_seed(seed: u64) {
     {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed * 0x1000_0001));
         let (yaml, specs) = scenario(&mut rng);
-        let latest = rng.chance(50);
+        // `prune` mostly comes with `latest`: a newer build arriving is what makes an older one superseded.
+        let prune = rng.chance(60);
+        let latest = prune || rng.chance(50);
         let sim = TestSim::with(&yaml).await;
         let mut templates = String::from("templates:\n");
         for s in &specs {
             templates.push_str(&format!("  - template: {s}\n"));
             if latest && s.contains('-') {
                 templates.push_str("    policy: latest\n");
+            }
+            if prune {
+                templates.push_str("    prune: {keep: 1}\n");
             }
         }
         let path = write_config(&sim.server, "", &templates);
@@ -114,6 +132,7 @@ async fn check_seed(seed: u64) {
 
         let first = fleet.plan().await;
         let outcomes = reconcile::apply::apply(&fleet, &first, None).await;
+        PRUNED.fetch_add(first.deletions.len(), std::sync::atomic::Ordering::Relaxed);
         let failed: Vec<_> =
             outcomes.iter().filter(|o| matches!(o, reconcile::apply::Outcome::Failed { .. })).collect();
         assert!(failed.is_empty(), "seed {seed}: {failed:?}\nscenario:\n{yaml}\n{templates}");
@@ -123,6 +142,11 @@ async fn check_seed(seed: u64) {
             second.downloads.is_empty(),
             "seed {seed}: still to download {:?}\nscenario:\n{yaml}\n{templates}",
             second.downloads
+        );
+        assert!(
+            second.deletions.is_empty(),
+            "seed {seed}: still to prune {:?}\nscenario:\n{yaml}\n{templates}",
+            second.deletions
         );
         for (a, b) in first.items.iter().zip(&second.items) {
             assert_eq!((&a.node, &a.template), (&b.node, &b.template));

@@ -40,6 +40,7 @@ fn plan() -> Plan {
             source: Source::Appliance { template: ALPINE.into() },
             for_nodes: vec!["pve2".into()],
         }],
+        deletions: vec![],
     }
 }
 

@@ -38,7 +38,7 @@ pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStat
     let plan = fleet.plan().await;
     let running = fleet.running_downloads(&plan).await;
     print(&render(&plan, None, &running, output))?;
-    Ok(if plan.has_downloads() {
+    Ok(if plan.has_downloads() || plan.runnable_deletions().next().is_some() {
         ExitStatus::Pending
     } else if plan.has_blocked() {
         ExitStatus::Failure

@@ -70,7 +70,8 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &B
             }
         })
         .collect();
-    let rows = collapse_unobserved(rows);
+    let mut rows = collapse_unobserved(rows);
+    rows.extend(deletion_rows(plan, outcomes));
     let header = Row {
         cluster: "CLUSTER".into(),
         node: "NODE".into(),
@@ -102,11 +103,42 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &B
     match outcomes {
         None => out.push_str(&format!("Plan: {}\n", summary(plan))),
         Some(o) => {
-            let ok = o.iter().filter(|o| o.succeeded()).count();
-            out.push_str(&format!("Applied: {ok} of {} downloads finished; plan was {}\n", o.len(), summary(plan)));
+            let downloads = &o[..plan.downloads.len().min(o.len())];
+            let ok = downloads.iter().filter(|o| o.succeeded()).count();
+            out.push_str(&format!(
+                "Applied: {ok} of {} downloads finished; plan was {}\n",
+                downloads.len(),
+                summary(plan)
+            ));
         }
     }
     out
+}
+
+/// One row per superseded build `prune` deletes (its outcome after apply).
+fn deletion_rows(plan: &Plan, outcomes: Option<&[Outcome]>) -> Vec<Row> {
+    let first = plan.downloads.len();
+    plan.deletions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let kept = format!("{} (keeping {})", d.volid, d.kept.join(", "));
+            let (state, detail) = match (&d.blocked, outcomes.and_then(|o| o.get(first + i))) {
+                (Some(reason), _) => ("blocked".to_string(), format!("{} not deleted: {reason}", d.volid)),
+                (None, None) => ("delete".to_string(), kept),
+                (None, Some(Outcome::Finished { .. } | Outcome::AlreadyPresent)) => ("deleted".to_string(), kept),
+                (None, Some(Outcome::Failed { error, .. })) => ("failed".to_string(), format!("{}: {error}", d.volid)),
+            };
+            Row {
+                cluster: d.cluster.clone(),
+                node: if d.shared { format!("{} (shared)", d.node) } else { d.node.clone() },
+                template: d.template.clone(),
+                state,
+                storage: d.storage.clone(),
+                detail,
+            }
+        })
+        .collect()
 }
 
 /// A cluster that could not be observed is one row (`*`, all its templates), not one row per template.
@@ -134,6 +166,9 @@ fn collapse_unobserved(rows: Vec<Row>) -> Vec<Row> {
 /// The plan (and outcomes) as JSON; `in_progress` (download index → UPID) only when a task already runs one.
 pub(super) fn render_json(plan: &Plan, outcomes: Option<&[Outcome]>, running: &BTreeMap<usize, String>) -> String {
     let mut v = json!({ "items": plan.items, "downloads": plan.downloads });
+    if !plan.deletions.is_empty() {
+        v["deletions"] = json!(plan.deletions);
+    }
     if !running.is_empty() {
         v["in_progress"] = json!(running);
     }

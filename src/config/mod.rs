@@ -416,6 +416,20 @@ impl Validator {
                 }
             }
         }
+        let prune = rt.prune.and_then(|p| match (p.keep, &source) {
+            (_, Some(TemplateSource::Url { .. })) => {
+                self.problem(&format!("{at}.prune"), "prune: a url template is one fixed file; nothing to prune");
+                None
+            }
+            (keep @ 1..=1000, _) => usize::try_from(keep).ok(),
+            (keep, _) => {
+                self.problem(
+                    &format!("{at}.prune.keep"),
+                    format!("prune.keep: {keep} must be 1 or more (the newest build is always kept)"),
+                );
+                None
+            }
+        });
         if let Some(s) = &rt.storage {
             if !crate::names::valid_storage_id(s) {
                 self.problem(&format!("{at}.storage"), format!("storage: '{s}' is not a storage ID"));
@@ -429,6 +443,7 @@ impl Validator {
             clusters: rt.clusters,
             nodes: rt.nodes,
             storage: rt.storage,
+            prune,
         })
     }
 

@@ -62,6 +62,13 @@ pub(super) struct RawTemplate {
     pub clusters: Option<Vec<String>>,
     pub nodes: Option<Vec<String>>,
     pub storage: Option<String>,
+    pub prune: Option<RawPrune>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrune {
+    pub keep: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +282,8 @@ pub struct TemplateConfig {
     pub nodes: Option<Vec<String>>,
     /// Target storage for this template (overrides the cluster's).
     pub storage: Option<String>,
+    /// `prune: {keep: N}`: on the storages vztmpld fills, delete older matching builds beyond the newest N.
+    pub prune: Option<usize>,
 }
 
 impl TemplateConfig {

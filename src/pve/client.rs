@@ -451,6 +451,17 @@ impl Client {
         Ok(self.call(Method::GET, &format!("/nodes/{}/tasks", encode_segment(node)), &query, &[]).await?.data)
     }
 
+    /// `DELETE /nodes/{node}/storage/{storage}/content/{volid}`: starts an `imgdel` task; returns its UPID.
+    pub async fn delete_volume(&self, node: &str, storage: &str, volid: &str) -> Result<String, PveError> {
+        let path = format!(
+            "/nodes/{}/storage/{}/content/{}",
+            encode_segment(node),
+            encode_segment(storage),
+            encode_segment(volid)
+        );
+        Ok(self.call(Method::DELETE, &path, &[], &[]).await?.data)
+    }
+
     /// `DELETE /nodes/{node}/tasks/{upid}`: stop a task.
     pub async fn stop_task(&self, upid: &str) -> Result<(), PveError> {
         let node = upid_node(upid).unwrap_or("localhost");

@@ -69,30 +69,32 @@ impl std::fmt::Debug for StartGate {
     }
 }
 
-/// Runs every download of a plan; returns one outcome per `plan.downloads` entry. Each cluster runs its
-/// downloads under its own limits, concurrently with the others.
+/// Runs every download of a plan, then its deletions (`prune`); returns one outcome per `plan.downloads` entry,
+/// then one per `plan.deletions` entry. Each cluster runs under its own limits, concurrently with the others.
 pub async fn apply(fleet: &Fleet, plan: &Plan, progress: Option<ProgressSink>) -> Vec<Outcome> {
     let settings = &fleet.config.downloads;
     let gate = &fleet.gate;
     let per_cluster = fleet.clusters.iter().map(|c| run_cluster(c, plan, settings, progress.clone(), gate));
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.downloads.len()];
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.downloads.len() + plan.deletions.len()];
     for (index, outcome) in join_all(per_cluster).await.into_iter().flatten() {
         outcomes[index] = Some(outcome);
     }
+    let clusters = plan.downloads.iter().map(|d| &d.cluster).chain(plan.deletions.iter().map(|d| &d.cluster));
     outcomes
         .into_iter()
-        .zip(&plan.downloads)
-        .map(|(o, d)| {
+        .zip(clusters)
+        .map(|(o, cluster)| {
             o.unwrap_or_else(|| Outcome::Failed {
                 upid: None,
-                error: format!("cluster {} is not in the configuration this plan was applied with", d.cluster),
+                error: format!("cluster {cluster} is not in the configuration this plan was applied with"),
                 retryable: false,
             })
         })
         .collect()
 }
 
-/// Runs the downloads of one cluster's plan (a plan of that cluster alone); one outcome per download.
+/// Runs the downloads, then the deletions, of one cluster's plan (a plan of that cluster alone); one outcome
+/// per download, then one per deletion.
 pub async fn apply_cluster(
     cluster: &Cluster,
     plan: &Plan,
@@ -135,7 +137,27 @@ async fn run_cluster(
         }
         .instrument(span)
     });
-    join_all(jobs).await
+    let mut outcomes = join_all(jobs).await;
+    // Deletions only ever remove builds older than one that is there: they wait for nothing and nothing waits
+    // for them, so they run one after another once the downloads are done.
+    let first = plan.downloads.len();
+    for (i, d) in plan.deletions.iter().enumerate().filter(|(_, d)| d.cluster == cluster.config.name) {
+        let arrived = d.after.is_none_or(|a| outcomes.iter().any(|(i, o)| *i == a && o.succeeded()));
+        let outcome = match &d.blocked {
+            Some(reason) => Outcome::Failed { upid: None, error: reason.clone(), retryable: false },
+            None if !arrived => Outcome::Failed {
+                upid: None,
+                error: "not deleted: the newer build it makes room for did not arrive".into(),
+                retryable: true,
+            },
+            None => {
+                let span = tracing::info_span!("prune", cluster = %d.cluster, node = %d.node, storage = %d.storage, volid = %d.volid);
+                super::prune::delete(&cluster.client, d, settings, gate).instrument(span).await
+            }
+        };
+        outcomes.push((first + i, outcome));
+    }
+    outcomes
 }
 
 async fn run_download(

@@ -184,7 +184,7 @@ mod tests {
         let mut log = LookupLog::default();
         let both = Plan {
             items: vec![cached("pve1", "alpine", "local:vztmpl/a"), cached("pve1", "debian", "local:vztmpl/d")],
-            downloads: vec![],
+            ..Plan::default()
         };
         log.log_changes(&both);
         assert_eq!(entries(&log), 2);
@@ -192,7 +192,7 @@ mod tests {
         log.log_changes(&both);
         assert_eq!(logged(&log, "alpine"), Some(Logged::Hit("local:vztmpl/a".into())));
 
-        let changed = Plan { items: vec![cached("pve1", "alpine", "nfs:vztmpl/a")], downloads: vec![] };
+        let changed = Plan { items: vec![cached("pve1", "alpine", "nfs:vztmpl/a")], ..Plan::default() };
         log.log_changes(&changed);
         assert_eq!(entries(&log), 1, "debian is no longer planned: forgotten");
         assert_eq!(logged(&log, "alpine"), Some(Logged::Hit("nfs:vztmpl/a".into())), "the change is recorded");

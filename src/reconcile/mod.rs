@@ -3,7 +3,7 @@
 //! - [`observation`]: the observation model, plain data.
 //! - `observe`: API → [`observation::ClusterObservation`], with the fewest calls.
 //! - [`plan`]: desired × observed → [`plan::Plan`]; pure, imports nothing that does I/O.
-//! - [`apply`]: starts, adopts and follows downloads.
+//! - [`apply`]: starts, adopts and follows downloads; `prune` deletes superseded builds after them.
 //! - [`lookups`]: the `CACHE HIT` / `CACHE MISS` log lines, on change only.
 //! - [`inventory`]: every node's vztmpl volumes, kept between passes for the resolve API.
 
@@ -14,6 +14,7 @@ pub mod observation;
 mod observe;
 pub mod plan;
 pub mod progress;
+mod prune;
 
 use std::sync::Arc;
 

@@ -1,13 +1,15 @@
 //! Plan: a pure function of (desired, observed). No I/O, no clock, no randomness.
 //!
 //! For each targeted (node, template) the plan says Cached, Download or Blocked. A download to a shared
-//! storage is planned once and satisfies every node that sees that storage.
+//! storage is planned once and satisfies every node that sees that storage. With `prune`, older builds on the
+//! storage vztmpld fills are planned for deletion (once per shared storage), only once the newest is there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
 mod planner;
+mod prune;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +26,30 @@ pub const DEFAULT_SIZE_ESTIMATE: u64 = 512 * 1024 * 1024;
 pub struct Plan {
     pub items: Vec<PlanItem>,
     pub downloads: Vec<Download>,
+    /// Superseded builds to delete (`prune`); absent from the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deletions: Vec<Deletion>,
+}
+
+/// One superseded build to delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deletion {
+    pub cluster: String,
+    /// The node whose API deletes it.
+    pub node: String,
+    pub storage: String,
+    pub shared: bool,
+    pub volid: String,
+    /// The template (label) whose `prune` asks for it.
+    pub template: String,
+    /// The newer builds kept.
+    pub kept: Vec<String>,
+    /// Why it cannot be deleted yet (a missing privilege), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    /// The download (index in `downloads`) that brings the newest build: deleted only once it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<usize>,
 }
 
 /// The state of one template on one node.
@@ -144,6 +170,15 @@ impl Plan {
             item
         }));
         self.downloads.extend(other.downloads);
+        self.deletions.extend(other.deletions.into_iter().map(|mut d| {
+            d.after = d.after.map(|a| a + offset);
+            d
+        }));
+    }
+
+    /// Deletions that can run (not blocked).
+    pub fn runnable_deletions(&self) -> impl Iterator<Item = (usize, &Deletion)> {
+        self.deletions.iter().enumerate().filter(|(_, d)| d.blocked.is_none())
     }
 
     /// Whether anything is to be downloaded.
@@ -151,9 +186,10 @@ impl Plan {
         !self.downloads.is_empty()
     }
 
-    /// Whether anything is blocked.
+    /// Whether anything is blocked (a deletion too).
     pub fn has_blocked(&self) -> bool {
         self.items.iter().any(|i| matches!(i.state, ItemState::Blocked(_)))
+            || self.deletions.iter().any(|d| d.blocked.is_some())
     }
 }
 
@@ -177,10 +213,16 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
             continue;
         }
         let ctx = ClusterPlanner { obs, selector: &cluster.storage, load: Default::default() };
+        let mut pruned: HashSet<(String, String, String)> = HashSet::new();
         for node in &obs.nodes {
-            for t in templates.iter().filter(|t| t.applies_to(&cluster.name, &node.name)) {
+            let here: Vec<&TemplateConfig> =
+                templates.iter().copied().filter(|t| t.applies_to(&cluster.name, &node.name)).collect();
+            for t in &here {
                 let state = match ctx.resolve(node, t) {
-                    Resolution::Cached(volid) => ItemState::Cached { volid },
+                    Resolution::Cached(volid) => {
+                        out.add_deletions(&mut pruned, ctx.prune(node, t, &volid, None, &templates));
+                        ItemState::Cached { volid }
+                    }
                     Resolution::Blocked(blocked) => ItemState::Blocked(blocked),
                     Resolution::Download(d) => {
                         let before = out.downloads.len();
@@ -189,6 +231,9 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                         if out.downloads.len() > before {
                             *ctx.load.borrow_mut().entry(via).or_default() += 1;
                         }
+                        // Planned now, run once the download succeeded: one apply converges.
+                        let volid = out.downloads[download].volid();
+                        out.add_deletions(&mut pruned, ctx.prune(node, t, &volid, Some(download), &templates));
                         ItemState::Download { download }
                     }
                 };
@@ -209,6 +254,16 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
 type DownloadKey = (String, String, String, Option<String>);
 
 impl Plan {
+    /// Adds deletions not planned yet (a shared storage's file once, through the first node that plans it).
+    fn add_deletions(&mut self, planned: &mut HashSet<(String, String, String)>, deletions: Vec<Deletion>) {
+        for d in deletions {
+            let instance = if d.shared { String::new() } else { d.node.clone() };
+            if planned.insert((d.storage.clone(), instance, d.volid.clone())) {
+                self.deletions.push(d);
+            }
+        }
+    }
+
     /// Adds a download, or joins an identical one (same cluster, storage, storage instance and file); `joinable`
     /// indexes the downloads so far, so planning stays linear in the number of items.
     fn add_download(&mut self, joinable: &mut HashMap<DownloadKey, usize>, d: Download, node: &str) -> usize {
@@ -236,8 +291,12 @@ pub fn summary(plan: &Plan) -> String {
         };
         *counts.entry(key).or_default() += 1;
     }
+    let pruned = match plan.deletions.len() {
+        0 => String::new(),
+        n => format!(", {n} superseded to delete"),
+    };
     format!(
-        "{} cached, {} missing ({} downloads), {} blocked",
+        "{} cached, {} missing ({} downloads), {} blocked{pruned}",
         counts.get("cached").unwrap_or(&0),
         counts.get("missing").unwrap_or(&0),
         plan.downloads.len(),

@@ -246,7 +246,7 @@ impl ClusterPlanner<'_> {
         candidates.min_by_key(|n| (load.get(n).copied().unwrap_or(0), n != prefer))
     }
 
-    fn is_shared(&self, storage: &str) -> bool {
+    pub(super) fn is_shared(&self, storage: &str) -> bool {
         self.obs.storages.get(storage).is_some_and(|s| s.shared)
     }
 
@@ -323,7 +323,7 @@ impl ClusterPlanner<'_> {
     }
 
     /// The storage a miss is downloaded to (see README: target storage).
-    fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Resolution> {
+    pub(super) fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Resolution> {
         let named = self.named_storage(t);
         if let Some(id) = named {
             if let Some(blocked) = self.wrong_storage(&id, &node.name) {

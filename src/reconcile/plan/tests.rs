@@ -38,6 +38,7 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
                 clusters: None,
                 nodes: None,
                 storage: None,
+                prune: None,
             })
             .collect(),
         server_listen: None,
