@@ -28,7 +28,10 @@ fn every_example_config_passes_check() {
         checked.push(path.file_name().unwrap().to_string_lossy().to_string());
     }
     checked.sort();
-    assert_eq!(checked, ["demo.yaml", "multi-cluster.yaml", "shared-storage.yaml", "single-node.yaml"]);
+    assert_eq!(
+        checked,
+        ["demo.yaml", "deploy-tools.yaml", "multi-cluster.yaml", "shared-storage.yaml", "single-node.yaml"]
+    );
 }
 
 #[test]
