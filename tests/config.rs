@@ -406,3 +406,30 @@ fn ha_mistakes_are_named_where_they_are() {
     let p = problem(&with_ha("    endpoints: [http://127.0.0.1:2379]\n    leader: me\n"));
     assert!(p.contains("unknown field `leader`"), "{p}");
 }
+
+#[test]
+fn mirrors_and_prune_are_validated_where_they_are() {
+    let mirrors = "    max_parallel_downloads: 4\n    mirrors:\n      \"http://download.proxmox.com/images/\": \"https://mirror.lan/pve-images/\"\n";
+    let c = parse(&replace("    max_parallel_downloads: 4\n", mirrors)).unwrap();
+    assert_eq!(
+        c.clusters[0].mirrors,
+        [("http://download.proxmox.com/images/".to_string(), "https://mirror.lan/pve-images/".to_string())]
+    );
+    let p = problem(&replace(
+        "    max_parallel_downloads: 4\n",
+        "    mirrors:\n      \"http://download.proxmox.com/images/\": \"https://mirror.lan/pve\"\n",
+    ));
+    assert!(p.contains("end both with '/' or neither"), "{p}");
+    let p = problem(&replace("    max_parallel_downloads: 4\n", "    mirrors: {\"ftp://x/\": \"https://y/\"}\n"));
+    assert!(p.contains("'ftp://x/' is not an http(s) URL prefix"), "{p}");
+
+    let p = problem(&replace("    policy: latest\n", "    policy: latest\n    prune: {keep: 0}\n"));
+    assert!(p.contains("prune.keep: 0 must be 1 or more"), "{p}");
+    let p = problem(&replace(
+        "    filename: custom_1.0_amd64.tar.zst\n",
+        "    filename: custom_1.0_amd64.tar.zst\n    prune: {keep: 1}\n",
+    ));
+    assert!(p.contains("a url template is one fixed file"), "{p}");
+    let c = parse(&replace("    policy: latest\n", "    policy: latest\n    prune: {keep: 3}\n")).unwrap();
+    assert_eq!(c.templates[1].prune, Some(3));
+}

@@ -1,5 +1,5 @@
 //! Property: for random clusters (nodes, architectures, shared and local storages, fresh, stale and empty
-//! indexes, files already there) and configurations (policies, `prune`), apply then plan leaves nothing to
+//! indexes, files already there) and configurations (policies, `prune`, `mirrors`), apply then plan leaves nothing to
 //! download or delete, and everything the first plan meant to download is cached afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
@@ -100,9 +100,13 @@ async fn apply_then_plan_is_empty_for_random_clusters() {
         futures_util::future::join_all(batch.iter().map(|seed| check_seed(*seed))).await;
     }
     let pruned = PRUNED.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("superseded builds deleted over all seeds: {pruned}");
-    assert!(pruned > 0, "some seeds exercise prune");
+    let mirrored = MIRRORED.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("superseded builds deleted over all seeds: {pruned}; downloads from a mirror: {mirrored}");
+    assert!(pruned > 0 && mirrored > 0, "some seeds exercise prune and mirrors");
 }
+
+/// Downloads fetched from a mirror over all seeds.
+static MIRRORED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Deletions applied over all seeds (the property must not hold vacuously for `prune`).
 static PRUNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -126,7 +130,16 @@ async fn check_seed(seed: u64) {
                 templates.push_str("    prune: {keep: 1}\n");
             }
         }
-        let path = write_config(&sim.server, "", &templates);
+        // Half the seeds fetch index templates from a mirror (download-url with the index's sha512).
+        let mirrors = if rng.chance(50) {
+            // The simulator's mirror answers on its control listener, under /_mirror/ (any path).
+            let base = format!("{}/_mirror", sim.server.control);
+            format!("mirrors:\n  \"{base}/images/\": \"{base}/lan/images/\"\n")
+        } else {
+            String::new()
+        };
+        let path = write_config(&sim.server, &mirrors, &templates);
+        let templates = format!("{mirrors}{templates}");
         let config = vztmpld::config::load(&path).unwrap();
         let fleet = Fleet::new(config, fast_options()).unwrap();
 
@@ -163,6 +176,10 @@ async fn check_seed(seed: u64) {
         }
         let stats = sim.stats().await;
         assert_eq!(stats["downloads_started"].as_u64().unwrap(), first.downloads.len() as u64, "seed {seed}");
+        if !mirrors.is_empty() {
+            let via_url = stats["requests"]["POST /nodes/{node}/storage/{storage}/download-url"].as_u64().unwrap_or(0);
+            MIRRORED.fetch_add(via_url as usize, std::sync::atomic::Ordering::Relaxed);
+        }
         sim.server.shutdown().await;
     }
 }

@@ -6,6 +6,7 @@
 
 mod credentials;
 mod ha;
+mod mirrors;
 mod model;
 mod positions;
 mod scope;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use credentials::parse_fingerprint;
 pub use ha::{MAX_LEASE_TTL, MIN_HA_POLL, MIN_LEASE_TTL};
+pub use mirrors::rewrite as rewrite_mirror;
 pub use model::{
     Checksum, ClusterConfig, Config, DownloadSettings, HaConfig, NodeSelector, PemFile, Policy, Secret,
     StorageSelector, TemplateConfig, TemplateSource, TlsMode,
@@ -343,6 +345,7 @@ impl Validator {
         };
         let max_parallel_downloads = limit(self, "max_parallel_downloads", rc.max_parallel_downloads, 4);
         let max_downloads_per_node = limit(self, "max_downloads_per_node", rc.max_downloads_per_node, 1);
+        let mirrors = self.mirrors(at, rc.mirrors);
         (self.problems.len() == before).then(|| ClusterConfig {
             name: rc.name,
             endpoints,
@@ -353,6 +356,7 @@ impl Validator {
             storage,
             max_parallel_downloads,
             max_downloads_per_node,
+            mirrors,
         })
     }
 

@@ -32,6 +32,7 @@ pub(super) struct RawCluster {
     pub storage: Option<String>,
     pub max_parallel_downloads: Option<u32>,
     pub max_downloads_per_node: Option<u32>,
+    pub mirrors: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +217,8 @@ pub struct ClusterConfig {
     pub storage: StorageSelector,
     pub max_parallel_downloads: usize,
     pub max_downloads_per_node: usize,
+    /// `mirrors:` URL prefix → replacement, longest prefix first.
+    pub mirrors: Vec<(String, String)>,
 }
 
 /// How the server certificate is verified.

@@ -26,6 +26,7 @@ pub fn cluster_config(server: &SimServer, name: &str) -> vztmpld::config::Cluste
         storage: StorageSelector::Auto,
         max_parallel_downloads: 4,
         max_downloads_per_node: 1,
+        mirrors: vec![],
     }
 }
 

@@ -12,8 +12,10 @@ use bytes::Bytes;
 use super::Sim;
 use super::content::Payload;
 
-/// Answers `GET|HEAD /_mirror/<any path>/<file>`.
+/// Answers `GET|HEAD /_mirror/<any path>/<file>`. Under `/_mirror/corrupt/…` every file's bytes differ from the
+/// real ones (one byte flipped): a tampered mirror, which checksums must catch.
 pub(crate) fn serve(sim: &Arc<Sim>, path: &str, head: bool) -> Response<Body> {
+    let corrupt = path.starts_with("corrupt/");
     let file = path.rsplit('/').next().unwrap_or_default().to_string();
     let size = sim.with_world(|w| w.mirror_has(&file).then(|| w.size_of(&file)));
     let Some(size) = size else {
@@ -25,7 +27,7 @@ pub(crate) fn serve(sim: &Arc<Sim>, path: &str, head: bool) -> Response<Body> {
         Body::empty()
     } else {
         let sim = sim.clone();
-        let stream = futures_util::stream::unfold(Payload::new(&file, size, false), move |mut payload| {
+        let stream = futures_util::stream::unfold(Payload::new(&file, size, corrupt), move |mut payload| {
             let sim = sim.clone();
             async move {
                 let mut buf = vec![0u8; 64 * 1024];

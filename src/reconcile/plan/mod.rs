@@ -212,7 +212,8 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
             }
             continue;
         }
-        let ctx = ClusterPlanner { obs, selector: &cluster.storage, load: Default::default() };
+        let ctx =
+            ClusterPlanner { obs, selector: &cluster.storage, mirrors: &cluster.mirrors, load: Default::default() };
         let mut pruned: HashSet<(String, String, String)> = HashSet::new();
         for node in &obs.nodes {
             let here: Vec<&TemplateConfig> =

@@ -17,6 +17,8 @@ pub(super) enum Resolution {
 pub(super) struct ClusterPlanner<'a> {
     pub(super) obs: &'a ClusterObservation,
     pub(super) selector: &'a StorageSelector,
+    /// The cluster's `mirrors:` (prefix → replacement), longest prefix first.
+    pub(super) mirrors: &'a [(String, String)],
     /// Downloads planned per node so far: shared downloads go to the least-loaded node that can run them.
     pub(super) load: std::cell::RefCell<BTreeMap<String, usize>>,
 }
@@ -74,40 +76,16 @@ impl ClusterPlanner<'_> {
         if let Some(volid) = self.has_file(&node.name, filename) {
             return Resolution::Cached(volid);
         }
+        // The configured checksum still decides: a mirror only changes where the bytes come from.
+        let mirrored = crate::config::rewrite_mirror(self.mirrors, url);
+        let url = mirrored.as_deref().unwrap_or(url);
         let (storage, shared) = match self.writable_target(node, t) {
             Ok(target) => target,
             Err(r) => return r,
         };
-        let perms = &self.obs.permissions;
-        let via = if shared {
-            self.least_loaded(
-                self.online_nodes_seeing(&storage).into_iter().filter(|n| perms.may_download_url(n)),
-                &node.name,
-            )
-        } else if perms.may_download_url(&node.name) {
-            Some(node.name.clone())
-        } else {
-            None
-        };
-        let Some(via) = via else {
-            return Resolution::Blocked(Blocked::permanent(format!(
-                "download-url needs Sys.AccessNetwork on /nodes/{} (or Sys.Audit+Sys.Modify on /); grant it to the token",
-                node.name
-            )));
-        };
-        Resolution::Download(Box::new(Download {
-            cluster: self.obs.name.clone(),
-            node: via,
-            storage,
-            shared,
-            file: filename.to_string(),
-            source: Source::Url {
-                url: url.to_string(),
-                algorithm: checksum.algorithm.clone(),
-                checksum: checksum.hex.clone(),
-            },
-            for_nodes: Vec::new(),
-        }))
+        let source =
+            Source::Url { url: url.to_string(), algorithm: checksum.algorithm.clone(), checksum: checksum.hex.clone() };
+        self.url_download(&node.name, storage, shared, filename, source, "grant it to the token")
     }
 
     fn resolve_appliance(&self, node: &NodeObservation, t: &TemplateConfig, spec: &TemplateSpec) -> Resolution {
@@ -180,6 +158,9 @@ impl ClusterPlanner<'_> {
             Ok(target) => target,
             Err(r) => return r,
         };
+        if let Some(url) = entry.location.as_deref().and_then(|l| crate::config::rewrite_mirror(self.mirrors, l)) {
+            return self.via_mirror(node, storage, shared, &entry, url);
+        }
         let in_index = |n: &str| {
             self.obs
                 .indexes
@@ -220,6 +201,65 @@ impl ClusterPlanner<'_> {
                 "{} is not in node {}'s appliance index (stale): run `pveam update` on {}, or grant the token Sys.AccessNetwork on /nodes/{} so vztmpld can download it directly",
                 entry.template, node.name, node.name, node.name
             ))),
+        }
+    }
+
+    /// An index template fetched from the cluster's mirror with `download-url`: the same file name, checked
+    /// against the index's sha512, so the mirror cannot substitute other bytes.
+    fn via_mirror(
+        &self,
+        node: &NodeObservation,
+        storage: String,
+        shared: bool,
+        entry: &IndexEntry,
+        url: String,
+    ) -> Resolution {
+        let Some(sha512) = &entry.sha512 else {
+            return Resolution::Blocked(Blocked::permanent(format!(
+                "{} has no sha512 in the appliance index, so a mirror's copy could not be verified; vztmpld does not fetch it from {url}",
+                entry.template
+            )));
+        };
+        let source = Source::Url { url, algorithm: "sha512".into(), checksum: sha512.clone() };
+        self.url_download(&node.name, storage, shared, &entry.template, source, "grant it, or remove the mirror")
+    }
+
+    /// A `download-url` of `file` for `node`, through the node that may run it; blocked (with `fix`) when none may.
+    fn url_download(
+        &self,
+        node: &str,
+        storage: String,
+        shared: bool,
+        file: &str,
+        source: Source,
+        fix: &str,
+    ) -> Resolution {
+        let Some(via) = self.download_url_via(node, &storage, shared) else {
+            return Resolution::Blocked(Blocked::permanent(format!(
+                "download-url needs Sys.AccessNetwork on /nodes/{node} (or Sys.Audit+Sys.Modify on /); {fix}"
+            )));
+        };
+        let cluster = self.obs.name.clone();
+        let file = file.to_string();
+        Resolution::Download(Box::new(Download {
+            cluster,
+            node: via,
+            storage,
+            shared,
+            file,
+            source,
+            for_nodes: vec![],
+        }))
+    }
+
+    /// The node that runs a `download-url` for `node` (the least loaded one that may, for a shared storage).
+    fn download_url_via(&self, node: &str, storage: &str, shared: bool) -> Option<String> {
+        let perms = &self.obs.permissions;
+        if shared {
+            let allowed = self.online_nodes_seeing(storage).into_iter().filter(|n| perms.may_download_url(n));
+            self.least_loaded(allowed, node)
+        } else {
+            perms.may_download_url(node).then(|| node.to_string())
         }
     }
 

@@ -28,6 +28,7 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
             storage,
             max_parallel_downloads: 4,
             max_downloads_per_node: 1,
+            mirrors: vec![],
         }],
         templates: templates
             .iter()
