@@ -429,7 +429,7 @@ fn mirrors_and_prune_are_validated_where_they_are() {
         "    filename: custom_1.0_amd64.tar.zst\n",
         "    filename: custom_1.0_amd64.tar.zst\n    prune: {keep: 1}\n",
     ));
-    assert!(p.contains("a url template is one fixed file"), "{p}");
+    assert!(p.contains("a url or oci template is one fixed file"), "{p}");
     let c = parse(&replace("    policy: latest\n", "    policy: latest\n    prune: {keep: 3}\n")).unwrap();
     assert_eq!(c.templates[1].prune, Some(3));
 }

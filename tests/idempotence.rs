@@ -1,5 +1,5 @@
 //! Property: for random clusters (nodes, architectures, shared and local storages, fresh, stale and empty
-//! indexes, files already there) and configurations (policies, `prune`, `mirrors`), apply then plan leaves nothing to
+//! indexes, files already there) and configurations (policies, `prune`, `mirrors`, `oci:`), apply then plan leaves nothing to
 //! download or delete, and everything the first plan meant to download is cached afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A test that cannot set up fails, loudly.
 
@@ -46,7 +46,7 @@ const OLDER_BUILDS: &[&str] = &["alpine-3.22-default_20250101_amd64.tar.xz", "de
 fn scenario(rng: &mut Rng) -> (String, Vec<String>) {
     let n = 1 + rng.below(4) as usize;
     let nodes: Vec<String> = (1..=n).map(|i| format!("pve{i}")).collect();
-    let mut yaml = String::from("nodes:\n");
+    let mut yaml = String::from("oci_images: {\"docker.io/library/alpine:3.22\": 40000}\nnodes:\n");
     for name in &nodes {
         let index = ["builtin", "builtin", "stale", "empty"][rng.below(4) as usize];
         let arch = if rng.chance(15) { "aarch64" } else { "x86_64" };
@@ -101,9 +101,15 @@ async fn apply_then_plan_is_empty_for_random_clusters() {
     }
     let pruned = PRUNED.load(std::sync::atomic::Ordering::Relaxed);
     let mirrored = MIRRORED.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("superseded builds deleted over all seeds: {pruned}; downloads from a mirror: {mirrored}");
-    assert!(pruned > 0 && mirrored > 0, "some seeds exercise prune and mirrors");
+    let pulled = PULLED.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "over all seeds: {pruned} superseded builds deleted, {mirrored} downloads from a mirror, {pulled} OCI pulls"
+    );
+    assert!(pruned > 0 && mirrored > 0 && pulled > 0, "some seeds exercise prune, mirrors and OCI");
 }
+
+/// OCI pulls over all seeds.
+static PULLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Downloads fetched from a mirror over all seeds.
 static MIRRORED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -138,6 +144,11 @@ async fn check_seed(seed: u64) {
         } else {
             String::new()
         };
+        // Some seeds also keep an OCI image (one fixed file, pulled by oci-registry-pull).
+        let oci = rng.chance(40);
+        if oci {
+            templates.push_str("  - oci: docker.io/library/alpine:3.22\n");
+        }
         let path = write_config(&sim.server, &mirrors, &templates);
         let templates = format!("{mirrors}{templates}");
         let config = vztmpld::config::load(&path).unwrap();
@@ -176,6 +187,11 @@ async fn check_seed(seed: u64) {
         }
         let stats = sim.stats().await;
         assert_eq!(stats["downloads_started"].as_u64().unwrap(), first.downloads.len() as u64, "seed {seed}");
+        if oci {
+            let pulls =
+                stats["requests"]["POST /nodes/{node}/storage/{storage}/oci-registry-pull"].as_u64().unwrap_or(0);
+            PULLED.fetch_add(pulls as usize, std::sync::atomic::Ordering::Relaxed);
+        }
         if !mirrors.is_empty() {
             let via_url = stats["requests"]["POST /nodes/{node}/storage/{storage}/download-url"].as_u64().unwrap_or(0);
             MIRRORED.fetch_add(via_url as usize, std::sync::atomic::Ordering::Relaxed);

@@ -33,6 +33,7 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &B
                     let how = match &d.source {
                         crate::reconcile::plan::Source::Appliance { .. } => "appliance index",
                         crate::reconcile::plan::Source::Url { .. } => "download-url",
+                        crate::reconcile::plan::Source::Oci { .. } => "oci-registry-pull",
                     };
                     let shared =
                         if d.shared { format!(", shared by {}", d.for_nodes.join(", ")) } else { String::new() };

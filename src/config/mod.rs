@@ -8,6 +8,7 @@ mod credentials;
 mod ha;
 mod mirrors;
 mod model;
+mod oci;
 mod positions;
 mod scope;
 
@@ -370,12 +371,8 @@ impl Validator {
                 Policy::Present
             }
         };
-        let source = match (rt.template, rt.url) {
-            (Some(_), Some(_)) | (None, None) => {
-                self.problem(at, "give exactly one of `template:` (from the appliance index) or `url:`");
-                None
-            }
-            (Some(spec), None) => {
+        let source = match (rt.template, rt.url, rt.oci) {
+            (Some(spec), None, None) => {
                 if rt.checksum.is_some() || rt.filename.is_some() {
                     self.problem(at, "checksum and filename belong to `url:` templates; appliance templates are verified by Proxmox's index");
                 }
@@ -390,12 +387,22 @@ impl Validator {
                     }
                 }
             }
-            (None, Some(url)) => self.url_template(at, &url, rt.checksum.as_deref(), rt.filename.as_deref()),
+            (None, Some(url), None) => self.url_template(at, &url, rt.checksum.as_deref(), rt.filename.as_deref()),
+            (None, None, Some(reference)) => {
+                self.oci_template(at, &reference, rt.filename.as_deref(), rt.checksum.as_deref())
+            }
+            _ => {
+                self.problem(
+                    at,
+                    "give exactly one of `template:` (from the appliance index), `url:` or `oci:` (an OCI image)",
+                );
+                None
+            }
         };
-        if policy == Policy::Latest && matches!(source, Some(TemplateSource::Url { .. })) {
+        if policy == Policy::Latest && source.as_ref().is_some_and(|s| s.fixed_file().is_some()) {
             self.problem(
                 &format!("{at}.policy"),
-                "policy `latest` needs the appliance index; a url template is one fixed file",
+                "policy `latest` needs the appliance index; a url or oci template is one fixed file",
             );
         }
         if let Some(list) = &rt.clusters {
@@ -421,8 +428,11 @@ impl Validator {
             }
         }
         let prune = rt.prune.and_then(|p| match (p.keep, &source) {
-            (_, Some(TemplateSource::Url { .. })) => {
-                self.problem(&format!("{at}.prune"), "prune: a url template is one fixed file; nothing to prune");
+            (_, Some(s)) if s.fixed_file().is_some() => {
+                self.problem(
+                    &format!("{at}.prune"),
+                    "prune: a url or oci template is one fixed file; nothing to prune",
+                );
                 None
             }
             (keep @ 1..=1000, _) => usize::try_from(keep).ok(),

@@ -57,6 +57,7 @@ pub(super) struct RawTls {
 pub(super) struct RawTemplate {
     pub template: Option<String>,
     pub url: Option<String>,
+    pub oci: Option<String>,
     pub checksum: Option<String>,
     pub filename: Option<String>,
     pub policy: Option<String>,
@@ -304,6 +305,9 @@ pub enum TemplateSource {
     Appliance(TemplateSpec),
     /// A URL with a checksum (`download-url`).
     Url { url: reqwest::Url, checksum: Checksum, filename: String },
+    /// An OCI image (`oci-registry-pull`, Proxmox VE 9): `reference` ends in `:tag`; `file` is the `NAME.tar`
+    /// Proxmox makes of `filename` (or of the reference).
+    Oci { reference: String, filename: Option<String>, file: String },
 }
 
 impl TemplateSource {
@@ -312,6 +316,16 @@ impl TemplateSource {
         match self {
             TemplateSource::Appliance(spec) => spec.to_string(),
             TemplateSource::Url { filename, .. } => filename.clone(),
+            TemplateSource::Oci { reference, .. } => reference.clone(),
+        }
+    }
+
+    /// The one file a url or OCI template is (an index template is any matching file).
+    pub fn fixed_file(&self) -> Option<&str> {
+        match self {
+            TemplateSource::Appliance(_) => None,
+            TemplateSource::Url { filename, .. } => Some(filename),
+            TemplateSource::Oci { file, .. } => Some(file),
         }
     }
 }

@@ -220,7 +220,7 @@ fn keeps(t: &crate::config::TemplateConfig, file: &str, arch: &str) -> bool {
             spec.exact_file() == Some(file)
                 || crate::template::TemplateName::parse(file).is_some_and(|n| spec.matches(&n, arch))
         }
-        TemplateSource::Url { filename, .. } => filename == file,
+        other => other.fixed_file() == Some(file),
     }
 }
 
@@ -341,7 +341,7 @@ fn cache_node(fleet: &Fleet, cluster: &str, node: &str, n: &NodeInventory) -> Ca
         .map(|t| {
             let spec = match &t.source {
                 TemplateSource::Appliance(spec) => spec.clone(),
-                TemplateSource::Url { filename, .. } => TemplateSpec::File(filename.clone()),
+                other => TemplateSpec::File(other.fixed_file().unwrap_or_default().to_string()),
             };
             let found = n.find(&spec);
             ConfiguredHit { template: t.label.clone(), hit: found.is_some(), volid: found.map(|f| f.volid) }

@@ -445,10 +445,30 @@ impl Client {
         Ok((env.data, total))
     }
 
-    /// `GET /nodes/{node}/tasks?source=active&typefilter=download`: downloads running there now.
+    /// `GET /nodes/{node}/tasks?source=active`, kept to downloads (`download`) and OCI pulls (`ociregistrypull`):
+    /// what runs there now. `typefilter` takes one type, so the two are filtered here.
     pub async fn active_downloads(&self, node: &str) -> Result<Vec<TaskListItem>, PveError> {
-        let query = [("source", "active".to_string()), ("typefilter", "download".to_string()), ("limit", "500".into())];
-        Ok(self.call(Method::GET, &format!("/nodes/{}/tasks", encode_segment(node)), &query, &[]).await?.data)
+        let query = [("source", "active".to_string()), ("limit", "500".into())];
+        let tasks: Vec<TaskListItem> =
+            self.call(Method::GET, &format!("/nodes/{}/tasks", encode_segment(node)), &query, &[]).await?.data;
+        let kinds = ["download", "ociregistrypull"];
+        Ok(tasks.into_iter().filter(|t| t.kind.as_deref().is_some_and(|k| kinds.contains(&k))).collect())
+    }
+
+    /// `POST /nodes/{node}/storage/{storage}/oci-registry-pull` (Proxmox VE 9); returns the UPID.
+    pub async fn oci_pull(
+        &self,
+        node: &str,
+        storage: &str,
+        reference: &str,
+        filename: Option<&str>,
+    ) -> Result<String, PveError> {
+        let mut form = vec![("reference", reference.to_string())];
+        if let Some(f) = filename {
+            form.push(("filename", f.to_string()));
+        }
+        let path = format!("/nodes/{}/storage/{}/oci-registry-pull", encode_segment(node), encode_segment(storage));
+        Ok(self.call(Method::POST, &path, &[], &form).await?.data)
     }
 
     /// `DELETE /nodes/{node}/storage/{storage}/content/{volid}`: starts an `imgdel` task; returns its UPID.

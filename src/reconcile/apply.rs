@@ -181,9 +181,9 @@ async fn run_download(
     // A download of the same file already running on that node (another writer, or a run that was killed) is
     // adopted.
     let running = match client.active_downloads(&d.node).await {
-        Ok(list) => {
-            list.into_iter().find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"))
-        }
+        Ok(list) => list
+            .into_iter()
+            .find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some(d.source.task_type())),
         Err(e) => return fail(None, &e),
     };
     if running.is_none() {
@@ -214,6 +214,9 @@ async fn run_download(
                 Source::Url { url, algorithm, checksum } => {
                     let sum = Checksum { algorithm: algorithm.clone(), hex: checksum.clone() };
                     client.download_url(&d.node, &d.storage, url, &d.file, &sum).await
+                }
+                Source::Oci { reference, filename } => {
+                    client.oci_pull(&d.node, &d.storage, reference, filename.as_deref()).await
                 }
             };
             match started {

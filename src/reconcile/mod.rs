@@ -85,9 +85,9 @@ impl Fleet {
                 if d.cluster != c.config.name || d.node != *node {
                     continue;
                 }
-                let task = list
-                    .iter()
-                    .find(|t| t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some("download"));
+                let task = list.iter().find(|t| {
+                    t.id.as_deref() == Some(d.file.as_str()) && t.kind.as_deref() == Some(d.source.task_type())
+                });
                 if let Some(t) = task {
                     running.insert(i, t.upid.clone());
                 }

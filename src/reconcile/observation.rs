@@ -68,6 +68,8 @@ pub struct ClusterObservation {
     pub storages: BTreeMap<String, StorageObservation>,
     /// Appliance indexes by node (only fetched when needed).
     pub indexes: BTreeMap<String, Result<Vec<IndexEntry>, String>>,
+    /// `GET /version`'s `version` (only fetched when an OCI template is missing).
+    pub pve_version: Option<Result<String, String>>,
 }
 
 /// One targeted node.

@@ -91,7 +91,13 @@ pub(super) async fn observe_cluster(
     let indexes = async {
         if needs == Needs::Indexes { join_all(online.iter().map(|n| client.appliances(n))).await } else { Vec::new() }
     };
-    let (perms, fetched) = tokio::join!(client.permissions(), indexes);
+    // OCI pulls need Proxmox VE 9: the version is read only when an OCI template is missing.
+    let version = async { if oci_missing(&obs, templates) { Some(client.version().await) } else { None } };
+    let (perms, fetched, version) = tokio::join!(client.permissions(), indexes, version);
+    obs.pve_version = version.map(|answer| {
+        let answer = answer.map_err(|e| e.to_string())?;
+        answer["version"].as_str().map(String::from).ok_or_else(|| "GET /version gave no version".to_string())
+    });
     obs.permissions = match perms {
         Ok(map) => {
             PermissionMap::new(map.into_iter().map(|(path, privs)| (path, privs.into_keys().collect())).collect())
@@ -171,14 +177,26 @@ enum Needs {
     Indexes,
 }
 
+/// Whether an `oci:` template is missing on a targeted node.
+fn oci_missing(obs: &ClusterObservation, templates: &[TemplateConfig]) -> bool {
+    obs.nodes.iter().filter(|n| n.online && n.error.is_none()).any(|node| {
+        templates.iter().filter(|t| t.applies_to(&obs.name, &node.name)).any(|t| match &t.source {
+            TemplateSource::Oci { file, .. } => {
+                find_cached(obs, &node.name, "", &TemplateSpec::File(file.clone())).is_none()
+            }
+            _ => false,
+        })
+    })
+}
+
 /// What any targeted node's templates need read; a superset of what planning consults, never less.
 fn needs(obs: &ClusterObservation, templates: &[TemplateConfig]) -> Needs {
     let mut needs = Needs::Nothing;
     for node in obs.nodes.iter().filter(|n| n.online && n.error.is_none()) {
         for t in templates.iter().filter(|t| t.applies_to(&obs.name, &node.name)) {
             let this = match &t.source {
-                TemplateSource::Url { filename, .. } => {
-                    let file = TemplateSpec::File(filename.clone());
+                TemplateSource::Url { filename: file, .. } | TemplateSource::Oci { file, .. } => {
+                    let file = TemplateSpec::File(file.clone());
                     if find_cached(obs, &node.name, "", &file).is_none() { Needs::Permissions } else { Needs::Nothing }
                 }
                 TemplateSource::Appliance(_) if t.policy == Policy::Latest => Needs::Indexes,

@@ -49,6 +49,9 @@ pub(crate) fn handle(sim: &Arc<Sim>, method: &Method, path: &str, body: &[u8]) -
                 if let Some(b) = s.bandwidth.filter(|b| *b > 0) {
                     w.bandwidth = b;
                 }
+                if let Some(installed) = s.skopeo {
+                    w.skopeo = installed;
+                }
             });
             json!({})
         }),
@@ -113,6 +116,8 @@ struct Settings {
     #[serde(default, with = "humantime_serde")]
     latency: Option<Duration>,
     bandwidth: Option<u64>,
+    /// Install or remove skopeo on every node.
+    skopeo: Option<bool>,
 }
 
 fn change_node(sim: &Sim, node: &str, change: NodeChange) -> ControlResult {

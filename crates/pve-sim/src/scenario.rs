@@ -31,6 +31,10 @@ pub struct Scenario {
     pub keep_index_checksums: bool,
     /// Extra files the mirror serves (name → size in bytes), e.g. for download-url tests.
     pub mirror_files: BTreeMap<String, u64>,
+    /// Images the OCI registry has (`reference` → size in bytes); others fail as skopeo does.
+    pub oci_images: BTreeMap<String, u64>,
+    /// Whether `/usr/bin/skopeo` is installed on the nodes (PVE 9 does not install it by default).
+    pub skopeo: bool,
     /// Size of every template whose size is not given in `mirror_files` (bytes).
     pub default_template_size: u64,
     /// Download speed of every task (bytes per second).
@@ -306,6 +310,8 @@ impl Default for Scenario {
             index: "builtin".into(),
             keep_index_checksums: false,
             mirror_files: BTreeMap::new(),
+            oci_images: BTreeMap::new(),
+            skopeo: true,
             default_template_size: 1024 * 1024,
             bandwidth: 50_000_000,
             latency: Duration::ZERO,

@@ -115,6 +115,10 @@ impl Stats {
 #[derive(Debug)]
 pub(crate) struct World {
     pub version: String,
+    /// `oci_images` of the scenario: what the registry has.
+    pub oci_images: BTreeMap<String, u64>,
+    /// Whether skopeo is installed (`POST /_sim/settings {"skopeo": false}` removes it).
+    pub skopeo: bool,
     pub nodes: Vec<NodeState>,
     pub storages: Vec<StorageSpec>,
     pub volumes: BTreeMap<VolumeKey, BTreeMap<String, Volume>>,
@@ -158,6 +162,8 @@ impl World {
             quirks: scenario.quirks.clone(),
             stats: Stats::default(),
             mirror: format!("{endpoint}/_mirror"),
+            oci_images: scenario.oci_images.clone(),
+            skopeo: scenario.skopeo,
             mirror_sizes: scenario.mirror_files.clone(),
             default_size: scenario.default_template_size,
             keep_index_checksums: scenario.keep_index_checksums,

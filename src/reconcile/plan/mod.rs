@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
+mod oci;
 mod planner;
 mod prune;
 #[cfg(test)]
@@ -157,6 +158,22 @@ pub enum Source {
     Appliance { template: String },
     /// `POST .../download-url` with a checksum.
     Url { url: String, algorithm: String, checksum: String },
+    /// `POST .../oci-registry-pull` (Proxmox VE 9); `filename` only when the configuration names one.
+    Oci {
+        reference: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        filename: Option<String>,
+    },
+}
+
+impl Source {
+    /// The Proxmox task type that runs it (`download`, or `ociregistrypull`).
+    pub fn task_type(&self) -> &'static str {
+        match self {
+            Source::Oci { .. } => "ociregistrypull",
+            Source::Appliance { .. } | Source::Url { .. } => "download",
+        }
+    }
 }
 
 impl Plan {

@@ -50,6 +50,9 @@ impl ClusterPlanner<'_> {
                 self.resolve_url(node, t, url.as_str(), checksum, filename)
             }
             TemplateSource::Appliance(spec) => self.resolve_appliance(node, t, spec),
+            TemplateSource::Oci { reference, filename, file } => {
+                self.resolve_oci(node, t, reference, filename.as_deref(), file)
+            }
         }
     }
 
@@ -61,7 +64,7 @@ impl ClusterPlanner<'_> {
         })
     }
 
-    fn has_file(&self, node: &str, file: &str) -> Option<String> {
+    pub(super) fn has_file(&self, node: &str, file: &str) -> Option<String> {
         find_cached(self.obs, node, "", &TemplateSpec::File(file.to_string())).map(|v| v.volid.clone())
     }
 
@@ -281,7 +284,7 @@ impl ClusterPlanner<'_> {
     }
 
     /// The candidate with the fewest downloads planned so far; ties go to `prefer`, then to cluster order.
-    fn least_loaded(&self, candidates: impl Iterator<Item = String>, prefer: &str) -> Option<String> {
+    pub(super) fn least_loaded(&self, candidates: impl Iterator<Item = String>, prefer: &str) -> Option<String> {
         let load = self.load.borrow();
         candidates.min_by_key(|n| (load.get(n).copied().unwrap_or(0), n != prefer))
     }
@@ -290,7 +293,7 @@ impl ClusterPlanner<'_> {
         self.obs.storages.get(storage).is_some_and(|s| s.shared)
     }
 
-    fn online_nodes_seeing(&self, storage: &str) -> Vec<String> {
+    pub(super) fn online_nodes_seeing(&self, storage: &str) -> Vec<String> {
         let Some(s) = self.obs.storages.get(storage) else { return Vec::new() };
         // Targeted nodes first (their order), then other cluster members that have it active.
         let mut nodes: Vec<String> = self
@@ -309,7 +312,11 @@ impl ClusterPlanner<'_> {
     }
 
     /// The target storage for a miss, checked for the privilege to write templates there; and whether it is shared.
-    fn writable_target(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<(String, bool), Resolution> {
+    pub(super) fn writable_target(
+        &self,
+        node: &NodeObservation,
+        t: &TemplateConfig,
+    ) -> Result<(String, bool), Resolution> {
         let storage = self.target_storage(node, t)?;
         if let Some(r) = self.missing_allocate(&storage) {
             return Err(r);

@@ -75,6 +75,6 @@ impl ClusterPlanner<'_> {
 fn satisfied_by(t: &TemplateConfig, v: &Volume, name: &TemplateName, arch: &str) -> bool {
     match &t.source {
         TemplateSource::Appliance(spec) => spec.exact_file() == Some(v.file.as_str()) || spec.matches(name, arch),
-        TemplateSource::Url { filename, .. } => *filename == v.file,
+        other => other.fixed_file() == Some(v.file.as_str()),
     }
 }

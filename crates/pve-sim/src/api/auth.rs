@@ -81,6 +81,11 @@ pub(super) fn check_permissions(token: &Token, route: Route, params: &Params) ->
                 Err(ApiError::permission_plain())
             }
         }
+        // Both, with no `Sys.Audit`+`Sys.Modify` alternative (pve-storage `Status.pm` oci_registry_pull).
+        Route::OciPull => {
+            check_all(token, &storage_path(), &["Datastore.AllocateTemplate"])?;
+            check_all(token, &node_path(), &["Sys.AccessNetwork"])
+        }
         _ => Ok(()),
     }
 }

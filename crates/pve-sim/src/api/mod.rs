@@ -11,6 +11,7 @@
 mod auth;
 mod cluster;
 mod downloads;
+mod oci;
 mod routes;
 mod storage;
 mod tasks;
@@ -173,6 +174,7 @@ fn dispatch(sim: &Arc<Sim>, route: Route, ctx: &Ctx) -> Result<Reply, ApiError> 
         }),
         Route::AplinfoDownload => downloads::aplinfo_download(sim, ctx),
         Route::DownloadUrl => downloads::download_url(sim, ctx),
+        Route::OciPull => oci::oci_pull(sim, ctx),
         Route::TaskList => sim.with_world(|w| tasks::task_list(w, ctx)),
         Route::TaskIndex => sim
             .with_world(|w| tasks::find_task(w, ctx).map(|_| (json!([{"subdir": "log"}, {"subdir": "status"}]), None))),

@@ -20,6 +20,7 @@ pub(super) enum Route {
     AplinfoList,
     AplinfoDownload,
     DownloadUrl,
+    OciPull,
     TaskList,
     TaskIndex,
     TaskStop,
@@ -42,6 +43,7 @@ impl Route {
             Route::ContentInfo | Route::ContentDelete => "/nodes/{node}/storage/{storage}/content/{volume}",
             Route::AplinfoList | Route::AplinfoDownload => "/nodes/{node}/aplinfo",
             Route::DownloadUrl => "/nodes/{node}/storage/{storage}/download-url",
+            Route::OciPull => "/nodes/{node}/storage/{storage}/oci-registry-pull",
             Route::TaskList => "/nodes/{node}/tasks",
             Route::TaskIndex | Route::TaskStop => "/nodes/{node}/tasks/{upid}",
             Route::TaskStatus => "/nodes/{node}/tasks/{upid}/status",
@@ -108,6 +110,9 @@ impl Route {
                         opt("verify-certificates", Kind::Bool),
                     ]
                 }
+            }
+            Route::OciPull => {
+                const { &[NODE, STORAGE, req("reference", Kind::Text(1024)), opt("filename", Kind::Text(255))] }
             }
             Route::TaskList => {
                 const {
@@ -179,6 +184,7 @@ pub(super) fn route(method: &Method, segments: &[&str]) -> Result<(Route, PathPa
                         ["status"] => m(StorageStatus, &[])?,
                         ["content"] => m(ContentList, &[])?,
                         ["download-url"] if method == Method::POST => DownloadUrl,
+                        ["oci-registry-pull"] if method == Method::POST => OciPull,
                         ["content", volume @ ..] if !volume.is_empty() => {
                             p.0.push(("volume", volume.join("/")));
                             m(ContentInfo, &[(Method::DELETE, ContentDelete)])?
