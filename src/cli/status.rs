@@ -85,7 +85,7 @@ pub(super) fn render(status: &Status) -> String {
                         TemplateState::Queued => "⋯ queued".to_string(),
                         TemplateState::Verifying => "↓ verifying".to_string(),
                         TemplateState::Missing => "·".to_string(),
-                        TemplateState::Failed | TemplateState::Blocked => {
+                        TemplateState::Failed | TemplateState::Blocked | TemplateState::Corrupt => {
                             notes.push(format!(
                                 "{}/{} {}: {}",
                                 c.name,

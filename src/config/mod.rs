@@ -34,6 +34,8 @@ use crate::template::TemplateSpec;
 pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Shortest `downloads.poll_interval`.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest `verify` period: each verification makes Proxmox read and hash the whole file.
+pub const MIN_VERIFY: Duration = Duration::from_secs(10);
 /// Most clusters one configuration may hold.
 pub const MAX_CLUSTERS: usize = 1_000;
 /// Most templates one configuration may hold.
@@ -200,7 +202,12 @@ impl Validator {
                 clusters.push(c);
             }
         }
-        let scope = TemplateScope::new(&names, &clusters);
+        let mut scope = TemplateScope::new(&names, &clusters);
+        scope.verify = match raw.verify.as_deref() {
+            None | Some("off") => None,
+            Some(text) => Some(self.duration_at_least("verify", Some(text), MIN_VERIFY, MIN_VERIFY)),
+        };
+        scope.repair = raw.repair.unwrap_or(false);
         let mut templates: Vec<TemplateConfig> = Vec::new();
         let mut seen: HashSet<TemplateKey> = HashSet::new();
         for (i, rt) in raw.templates.into_iter().enumerate() {
@@ -427,6 +434,18 @@ impl Validator {
                 }
             }
         }
+        let verify = match rt.verify.as_deref() {
+            Some("off") => None,
+            Some(text) => Some(self.duration_at_least(&format!("{at}.verify"), Some(text), MIN_VERIFY, MIN_VERIFY)),
+            None => scope.verify,
+        };
+        let repair = rt.repair.unwrap_or(scope.repair);
+        if verify.is_some() && matches!(source, Some(TemplateSource::Oci { .. })) && rt.verify.is_some() {
+            self.problem(
+                &format!("{at}.verify"),
+                "verify: Proxmox gives no checksum for an OCI image, so it cannot be verified",
+            );
+        }
         let prune = rt.prune.and_then(|p| match (p.keep, &source) {
             (_, Some(s)) if s.fixed_file().is_some() => {
                 self.problem(
@@ -458,6 +477,8 @@ impl Validator {
             nodes: rt.nodes,
             storage: rt.storage,
             prune,
+            verify,
+            repair,
         })
     }
 

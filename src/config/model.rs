@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     pub templates: Vec<RawTemplate>,
     pub server: Option<RawServer>,
     pub downloads: Option<RawDownloads>,
+    pub verify: Option<String>,
+    pub repair: Option<bool>,
     pub ha: Option<RawHa>,
 }
 
@@ -65,6 +67,8 @@ pub(super) struct RawTemplate {
     pub nodes: Option<Vec<String>>,
     pub storage: Option<String>,
     pub prune: Option<RawPrune>,
+    pub verify: Option<String>,
+    pub repair: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +292,10 @@ pub struct TemplateConfig {
     pub storage: Option<String>,
     /// `prune: {keep: N}`: on the storages vztmpld fills, delete older matching builds beyond the newest N.
     pub prune: Option<usize>,
+    /// `verify`: re-hash the cached file on Proxmox this often (its own, else the global one; `None`: never).
+    pub verify: Option<Duration>,
+    /// `repair`: a file found corrupt is deleted and downloaded again.
+    pub repair: bool,
 }
 
 impl TemplateConfig {

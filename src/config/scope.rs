@@ -14,6 +14,9 @@ pub(super) struct TemplateScope<'a> {
     /// Whether any cluster takes all its nodes, and every node listed anywhere.
     any_all: bool,
     listed: HashSet<&'a str>,
+    /// The global `verify` and `repair`, each template's default.
+    pub(super) verify: Option<std::time::Duration>,
+    pub(super) repair: bool,
 }
 
 impl<'a> TemplateScope<'a> {
@@ -34,7 +37,8 @@ impl<'a> TemplateScope<'a> {
             };
             nodes.insert(c.name.as_str(), set);
         }
-        Self { names: names.iter().map(String::as_str).collect(), ordered: names, nodes, any_all, listed }
+        let names_set = names.iter().map(String::as_str).collect();
+        Self { names: names_set, ordered: names, nodes, any_all, listed, verify: None, repair: false }
     }
 
     /// Every node a cluster lists (for suggestions).

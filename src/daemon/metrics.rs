@@ -79,6 +79,7 @@ pub struct Metrics {
     config_reloads_total: Family<OutcomeLabel, Counter>,
     config_generation: Gauge,
     leader: Gauge,
+    verifications_total: Family<DownloadLabels, Counter>,
     ha_elections_total: Counter,
     ha_lease_losses_total: Counter,
 }
@@ -106,6 +107,7 @@ impl Metrics {
             config_reloads_total: Family::default(),
             config_generation: Gauge::default(),
             leader: Gauge::default(),
+            verifications_total: Family::default(),
             ha_elections_total: Counter::default(),
             ha_lease_losses_total: Counter::default(),
             registry: Registry::default(),
@@ -131,6 +133,11 @@ impl Metrics {
             "ha_lease_losses",
             "Times this daemon lost its etcd lease while leading",
             m.ha_lease_losses_total.clone(),
+        );
+        registry.register(
+            "verifications",
+            "Deep verifications by result (good, corrupt, repaired, failed)",
+            m.verifications_total.clone(),
         );
         m.leader.set(1);
         Self { registry, ..m }
@@ -170,6 +177,12 @@ impl Metrics {
         if let Some(g) = generation {
             self.config_generation.set(i64::try_from(g).unwrap_or(i64::MAX));
         }
+    }
+
+    /// A deep verification ended (`result`: good, corrupt, repaired, failed).
+    pub fn record_verification(&self, cluster: &str, result: &'static str) {
+        let labels = DownloadLabels { cluster: cluster.to_string(), outcome: result };
+        self.verifications_total.get_or_create(&labels).inc();
     }
 
     /// The HA election changed from `before` to `now`.

@@ -20,6 +20,7 @@ pub mod scheduler;
 pub mod server;
 pub mod status;
 mod systemd;
+pub mod verify;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub struct Daemon {
     requests: mpsc::Receiver<Control>,
     seed: u64,
     lookups: Arc<std::sync::Mutex<crate::reconcile::lookups::LookupLog>>,
+    /// When each cached file was last verified (`verify`), across reloads.
+    ledger: Arc<verify::Ledger>,
 }
 
 impl Daemon {
@@ -83,7 +86,8 @@ impl Daemon {
         let shared = Arc::new(Shared::new(Status::new(source.path().display().to_string()), tx));
         let active = Active::load(&source, &shared)?;
         let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        Ok(Self { source, active, shared, requests, seed, lookups: Default::default() })
+        let ledger = Arc::new(verify::Ledger::new(Arc::downgrade(&shared)));
+        Ok(Self { source, active, shared, requests, seed, lookups: Default::default(), ledger })
     }
 
     /// Fixes the jitter's seed (tests).
@@ -163,7 +167,8 @@ impl Daemon {
                         }
                         let (mut fleet, shared) = (self.active.fleet.clone(), Arc::clone(&self.shared));
                         fleet.gate = gate.clone();
-                        pass = Some(pass::spawn(fleet, shared, Arc::clone(&self.lookups), trigger));
+                        fleet.verifier = Some(Arc::clone(&self.ledger) as Arc<dyn crate::reconcile::verify::Verifier>);
+                        pass = Some(pass::spawn(fleet, shared, Arc::clone(&self.lookups), Arc::clone(&self.ledger), trigger));
                     }
                     continue;
                 }

@@ -52,6 +52,7 @@ pub(super) fn spawn(
     fleet: Fleet,
     shared: Arc<Shared>,
     lookups: Arc<Mutex<LookupLog>>,
+    ledger: Arc<super::verify::Ledger>,
     trigger: Trigger,
 ) -> JoinHandle<PassResult> {
     shared.update(|s| s.start_pass(trigger, SystemTime::now()));
@@ -76,6 +77,7 @@ pub(super) fn spawn(
                     log_summary(plan, outcomes, started.elapsed());
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record_outcomes(plan, outcomes);
                     shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now()));
+                    ledger.remark(plan);
                 },
             )
             .await;

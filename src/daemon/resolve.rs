@@ -235,7 +235,7 @@ fn describe(r: &mut Resolution, t: &TemplateStatus) {
             r.bytes_total = t.bytes_total;
             r.eta_seconds = t.eta_seconds;
         }
-        TemplateState::Failed | TemplateState::Blocked => {
+        TemplateState::Failed | TemplateState::Blocked | TemplateState::Corrupt => {
             r.state = "blocked".into();
             r.reason.clone_from(&t.error);
             r.next_retry.clone_from(&t.next_retry);

@@ -154,6 +154,8 @@ pub enum TemplateState {
     Verifying,
     Failed,
     Blocked,
+    /// A deep verify found the cached file's checksum wrong (`verify`); with `repair` it is downloaded again.
+    Corrupt,
 }
 
 impl TemplateState {
@@ -167,6 +169,7 @@ impl TemplateState {
             TemplateState::Verifying => "verifying",
             TemplateState::Failed => "failed",
             TemplateState::Blocked => "blocked",
+            TemplateState::Corrupt => "corrupt",
         }
     }
 }
@@ -308,15 +311,18 @@ impl NodeStatus {
         };
         let total = self.templates.len();
         let cached = count(TemplateState::Cached);
-        let failed = count(TemplateState::Failed);
+        let failed = count(TemplateState::Failed) + count(TemplateState::Corrupt);
         let blocked = count(TemplateState::Blocked);
         let moving = count(TemplateState::Downloading)
             + count(TemplateState::Missing)
             + count(TemplateState::Queued)
             + count(TemplateState::Verifying)
             > 0;
-        let message =
-            if failed == 0 { first_error(TemplateState::Blocked) } else { first_error(TemplateState::Failed) };
+        let message = [TemplateState::Failed, TemplateState::Corrupt, TemplateState::Blocked]
+            .into_iter()
+            .map(first_error)
+            .find(|m| !m.is_empty())
+            .unwrap_or_default();
         let stalled_message = first_error(TemplateState::Blocked);
         let conds = &mut self.conditions;
         let ready_message = format!("{cached} of {total} templates cached");
@@ -435,6 +441,23 @@ impl Status {
             c.nodes.push(n);
         }
         clusters
+    }
+
+    /// Marks every (node, template) of `cluster` whose file is `volid` as corrupt (a deep verify's finding).
+    pub fn mark_corrupt(&mut self, cluster: &str, volid: &str, error: &str, now: SystemTime) {
+        let stamp = timestamp(now);
+        let Some(c) = self.cluster_mut(cluster) else { return };
+        for n in &mut c.nodes {
+            let mut hit = false;
+            for t in n.templates.iter_mut().filter(|t| t.volid.as_deref() == Some(volid)) {
+                t.state = TemplateState::Corrupt;
+                t.error = Some(error.to_string());
+                hit = true;
+            }
+            if hit {
+                n.derive_conditions(&stamp);
+            }
+        }
     }
 
     fn cluster_mut(&mut self, name: &str) -> Option<&mut ClusterStatus> {

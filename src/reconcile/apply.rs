@@ -160,7 +160,7 @@ async fn run_cluster(
     outcomes
 }
 
-async fn run_download(
+pub(super) async fn run_download(
     client: &Client,
     index: usize,
     d: &Download,
@@ -209,17 +209,7 @@ async fn run_download(
                 tracing::info!(%reason, "download not started");
                 return Outcome::Failed { upid: None, error: format!("not started: {reason}"), retryable: true };
             }
-            let started = match &d.source {
-                Source::Appliance { template } => client.download_appliance(&d.node, &d.storage, template).await,
-                Source::Url { url, algorithm, checksum } => {
-                    let sum = Checksum { algorithm: algorithm.clone(), hex: checksum.clone() };
-                    client.download_url(&d.node, &d.storage, url, &d.file, &sum).await
-                }
-                Source::Oci { reference, filename } => {
-                    client.oci_pull(&d.node, &d.storage, reference, filename.as_deref()).await
-                }
-            };
-            match started {
+            match start(client, d).await {
                 Ok(upid) => {
                     if let Some(sink) = progress {
                         sink(Tracker::new().progress(index, &upid, Instant::now()));
@@ -262,8 +252,22 @@ async fn run_download(
     }
 }
 
+/// Starts the task that brings `d` (no checks: the caller made them); its UPID.
+pub(super) async fn start(client: &Client, d: &Download) -> Result<String, PveError> {
+    match &d.source {
+        Source::Appliance { template } => client.download_appliance(&d.node, &d.storage, template).await,
+        Source::Url { url, algorithm, checksum } => {
+            let sum = Checksum { algorithm: algorithm.clone(), hex: checksum.clone() };
+            client.download_url(&d.node, &d.storage, url, &d.file, &sum).await
+        }
+        Source::Oci { reference, filename } => {
+            client.oci_pull(&d.node, &d.storage, reference, filename.as_deref()).await
+        }
+    }
+}
+
 /// Polls a task until it stops, reading its log for the size and progress; stops it past its deadline.
-async fn follow(
+pub(super) async fn follow(
     client: &Client,
     index: usize,
     upid: &str,

@@ -15,6 +15,7 @@ mod observe;
 pub mod plan;
 pub mod progress;
 mod prune;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub struct Fleet {
     pub clusters: Vec<Cluster>,
     /// Asked before each download starts (HA fencing); open by default.
     pub gate: apply::StartGate,
+    /// Which cached files to re-hash (`verify`), and where the results go; none by default.
+    pub verifier: Option<Arc<dyn verify::Verifier>>,
 }
 
 impl Fleet {
@@ -51,7 +54,7 @@ impl Fleet {
             .iter()
             .map(|c| Ok(Cluster { config: c.clone(), client: Arc::new(Client::new(c, options)?) }))
             .collect::<Result<Vec<_>, PveError>>()?;
-        Ok(Self { config: Arc::new(config), clusters, gate: apply::StartGate::default() })
+        Ok(Self { config: Arc::new(config), clusters, gate: apply::StartGate::default(), verifier: None })
     }
 
     /// Observes every cluster concurrently; one observation per cluster, in configuration order.
@@ -96,6 +99,22 @@ impl Fleet {
         running
     }
 
+    /// Runs a cluster's due verifications one after another (each makes a node read and hash a whole file),
+    /// reporting each to the verifier.
+    async fn verify_cluster(&self, c: &Cluster, due: Vec<verify::Verification>) {
+        let Some(verifier) = &self.verifier else { return };
+        for v in due {
+            let d = &v.download;
+            let span = tracing::info_span!("verify", cluster = %d.cluster, node = %d.node, storage = %d.storage, volid = %d.volid());
+            let outcome = tracing::Instrument::instrument(
+                verify::verify(&c.client, &v, &self.config.downloads, &self.gate),
+                span,
+            )
+            .await;
+            verifier.record(&v, &outcome);
+        }
+    }
+
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
     /// back nothing but itself. `on_plan` sees each cluster's plan and observation as soon as the plan is made
     /// (to publish or log it, or keep the volumes seen)
@@ -112,15 +131,20 @@ impl Fleet {
         let per_cluster = self.clusters.iter().map(|c| async move {
             // The observation (volumes, appliance indexes) is dropped once planned: a cold pass follows its
             // downloads for minutes, and a hundred clusters' observations must not stay alive meanwhile.
-            let (plan, progress) = {
+            let (plan, progress, due) = {
                 // Never closed; the permit bounds only how many clusters are observed at once, not apply.
                 let _permit = observing.acquire().await.ok();
                 let observed = observe::observe_cluster(&c.config, &c.client, &self.config.templates).await;
                 let plan = plan::plan(&self.config, std::slice::from_ref(&observed));
                 let progress = on_plan(&plan, &observed);
-                (plan, progress)
+                let due = self.verifier.as_ref().map(|v| v.due(&self.config, &plan, &observed)).unwrap_or_default();
+                (plan, progress, due)
             };
-            let outcomes = apply::apply_cluster(c, &plan, &self.config.downloads, progress, &self.gate).await;
+            let settings = &self.config.downloads;
+            let (outcomes, ()) = tokio::join!(
+                apply::apply_cluster(c, &plan, settings, progress, &self.gate),
+                self.verify_cluster(c, due),
+            );
             on_applied(&plan, &outcomes);
             (plan, outcomes)
         });

@@ -40,6 +40,8 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
                 nodes: None,
                 storage: None,
                 prune: None,
+                verify: None,
+                repair: false,
             })
             .collect(),
         server_listen: None,

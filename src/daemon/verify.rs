@@ -1,0 +1,147 @@
+//! The daemon's side of deep verify: when each cached file was last verified (a ledger kept in memory; the first
+//! verification of each file is spread over its period by a hash of its name, so a restart does not re-hash the
+//! whole fleet at once), which files are corrupt (shown in status and metrics until a verification finds them
+//! good, or they are gone), and the results as metrics and logs.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::server::Shared;
+use crate::config::{Config, TemplateSource};
+use crate::reconcile::observation::ClusterObservation;
+use crate::reconcile::plan::{Download, ItemState, Plan, Source};
+use crate::reconcile::verify::{Verification, Verified, Verifier};
+
+/// (cluster, storage, node for a local storage or empty for a shared one, volid).
+type Key = (String, String, String, String);
+
+/// When each file was last verified, and which are corrupt.
+#[derive(Debug)]
+pub struct Ledger {
+    started: Instant,
+    last: Mutex<HashMap<Key, Instant>>,
+    /// (cluster, volid) → the mismatch.
+    corrupt: Mutex<HashMap<(String, String), String>>,
+    /// Weak: the shared state holds the fleet, which holds this ledger.
+    shared: Weak<Shared>,
+}
+
+impl Ledger {
+    /// A ledger reporting into `shared`.
+    pub fn new(shared: Weak<Shared>) -> Self {
+        Self { started: Instant::now(), last: Mutex::default(), corrupt: Mutex::default(), shared }
+    }
+
+    /// Re-applies the corrupt marks to a freshly published cluster, forgetting files no longer cached.
+    pub fn remark(&self, plan: &Plan) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let cached: HashSet<(&str, &str)> = plan
+            .items
+            .iter()
+            .filter_map(|i| match &i.state {
+                ItemState::Cached { volid } => Some((i.cluster.as_str(), volid.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut corrupt = self.corrupt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let clusters: HashSet<&str> = plan.items.iter().map(|i| i.cluster.as_str()).collect();
+        corrupt.retain(|(c, v), _| !clusters.contains(c.as_str()) || cached.contains(&(c.as_str(), v.as_str())));
+        let now = SystemTime::now();
+        for ((c, volid), error) in corrupt.iter().filter(|((c, _), _)| clusters.contains(c.as_str())) {
+            shared.update(|s| s.mark_corrupt(c, volid, error, now));
+        }
+    }
+}
+
+/// When a file is first due: its period's spread, by a hash of its key (stable across restarts).
+fn offset(key: &Key, period: Duration) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let nanos = period.as_nanos().max(1);
+    Duration::from_nanos((u128::from(h.finish()) % nanos) as u64)
+}
+
+impl Verifier for Ledger {
+    fn due(&self, config: &Config, plan: &Plan, observed: &ClusterObservation) -> Vec<Verification> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        for item in &plan.items {
+            let ItemState::Cached { volid } = &item.state else { continue };
+            let node = item.node.as_str();
+            let Some(t) =
+                config.templates.iter().find(|t| t.label == item.template && t.applies_to(&item.cluster, node))
+            else {
+                continue;
+            };
+            let Some(period) = t.verify else { continue };
+            let (Some((storage, _)), Some(file)) = (volid.split_once(':'), volid.split_once("vztmpl/").map(|(_, f)| f))
+            else {
+                continue;
+            };
+            let source = match &t.source {
+                TemplateSource::Appliance(_) => Source::Appliance { template: file.to_string() },
+                TemplateSource::Url { url, checksum, .. } => Source::Url {
+                    url: url.to_string(),
+                    algorithm: checksum.algorithm.clone(),
+                    checksum: checksum.hex.clone(),
+                },
+                // Proxmox keeps no checksum of an OCI image: nothing to verify against.
+                TemplateSource::Oci { .. } => continue,
+            };
+            let shared = observed.storages.get(storage).is_some_and(|s| s.shared);
+            let key: Key = (
+                item.cluster.clone(),
+                storage.to_string(),
+                if shared { String::new() } else { node.to_string() },
+                volid.clone(),
+            );
+            let first = self.started + offset(&key, period);
+            let since = last.get(&key).copied();
+            let due_at = since.map_or(first, |t| t + period);
+            if now < due_at {
+                continue;
+            }
+            last.insert(key, now);
+            out.push(Verification {
+                download: Download {
+                    cluster: item.cluster.clone(),
+                    node: node.to_string(),
+                    storage: storage.to_string(),
+                    shared,
+                    file: file.to_string(),
+                    source,
+                    for_nodes: vec![node.to_string()],
+                },
+                template: t.label.clone(),
+                repair: t.repair,
+            });
+        }
+        out
+    }
+
+    fn record(&self, v: &Verification, outcome: &Verified) {
+        let d = &v.download;
+        let (cluster, volid) = (d.cluster.clone(), d.volid());
+        let Some(shared) = self.shared.upgrade() else { return };
+        shared.metrics.record_verification(&cluster, outcome.as_str());
+        let mut corrupt = self.corrupt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Verified::Good => {
+                tracing::debug!(%volid, "verified: the checksum matches");
+                corrupt.remove(&(cluster, volid));
+            }
+            Verified::Repaired => {
+                tracing::info!(%volid, "repaired: the corrupt file was downloaded again");
+                corrupt.remove(&(cluster, volid));
+            }
+            Verified::Corrupt(error) => {
+                shared.update(|s| s.mark_corrupt(&cluster, &volid, error, SystemTime::now()));
+                corrupt.insert((cluster, volid), error.clone());
+            }
+            Verified::Failed(error) => tracing::warn!(%volid, %error, "could not verify"),
+        }
+    }
+}
