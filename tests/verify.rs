@@ -71,6 +71,13 @@ async fn a_corrupt_file_is_marked_and_kept_without_repair() {
     assert!(metrics.contains("vztmpld_templates{cluster=\"lab\",state=\"corrupt\"} 3"), "{metrics}");
     assert!(d.log().contains("CORRUPT"), "logged");
     assert_eq!(sim.volids("pve1", "shared").await, [format!("shared:vztmpl/{ALPINE}")], "kept: repair is off");
+    // Not a file to deploy from: resolve says blocked, and why.
+    let url = format!("http://{}/api/v1/resolve?node=pve1&template=alpine-3.22", d.addr);
+    let r = d.http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "blocked");
+    assert!(v["reason"].as_str().unwrap().contains("corrupt"), "{v}");
 }
 
 #[tokio::test]

@@ -187,6 +187,17 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
             r.configured |= fleet.as_ref().is_some_and(|f| {
                 f.config.templates.iter().filter(|t| t.applies_to(cluster, node)).any(|t| keeps(t, file, &arch))
             });
+            // A file a deep verify found corrupt is not one to deploy from.
+            let corrupt = shared.read(|s| {
+                let node = s.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name == node)?;
+                let t = node.templates.iter().find(|t| t.volid.as_deref() == Some(volid.as_str()))?;
+                (t.state == TemplateState::Corrupt).then(|| t.error.clone().unwrap_or_default())
+            });
+            if let Some(error) = corrupt {
+                r.state = "blocked".into();
+                r.reason = Some(format!("{volid} is corrupt (deep verify): {error}"));
+                return r;
+            }
             r.state = "cached".into();
             r.volid = Some(volid);
             r.storage = Some(storage);
