@@ -41,6 +41,17 @@ async fn one_pull_per_shared_storage_and_then_nothing() {
     let (code, out) = run("plan", &cfg).await;
     assert_eq!(code, 0, "converged: {out}");
 
+    // The resolve API finds it by its reference or its file name.
+    let d = common::Daemon::start(&cfg).await;
+    d.wait_for("a pass", |d| async move { d.state("pve1", REF) == "cached" }).await;
+    for asked in [REF, FILE] {
+        let url = format!("http://{}/api/v1/resolve?node=pve3&template={}", d.addr, common::encode(asked));
+        let v: serde_json::Value = d.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["volid"], format!("shared:vztmpl/{FILE}"), "{asked}: {v}");
+        assert_eq!(v["configured"], true, "{v}");
+    }
+    drop(d);
+
     // A custom filename: Proxmox appends .tar to it.
     let cfg = write_config(&sim.server, "", &format!("{}    filename: alpine-base\n", templates(REF)));
     let (code, out) = run("apply", &cfg).await;

@@ -116,7 +116,10 @@ fn problem(code: StatusCode, message: String) -> Response {
 pub(super) async fn resolve(State(shared): State<Arc<Shared>>, Query(q): Query<ResolveQuery>) -> Response {
     let spec = match TemplateSpec::parse(&q.template) {
         Ok(s) => s,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("template: {e}")),
+        Err(e) => match oci_file(&shared, &q.template) {
+            Some(file) => TemplateSpec::File(file),
+            None => return problem(StatusCode::BAD_REQUEST, format!("template: {e}")),
+        },
     };
     let wait = match q.wait.as_deref().map(humantime::parse_duration).transpose() {
         Ok(w) => w.unwrap_or_default().min(MAX_WAIT),
@@ -157,6 +160,18 @@ pub(super) async fn resolve(State(shared): State<Arc<Shared>>, Query(q): Query<R
             return (code, axum::Json(answer)).into_response();
         }
     }
+}
+
+/// An OCI image asked for by its configured reference, or by its `NAME.tar` file (template specs never end in a
+/// bare `.tar`).
+fn oci_file(shared: &Shared, asked: &str) -> Option<String> {
+    let fleet = shared.catalog.fleet()?;
+    let configured = fleet.config.templates.iter().find_map(|t| match &t.source {
+        TemplateSource::Oci { reference, file, .. } if reference == asked || file == asked => Some(file.clone()),
+        _ => None,
+    });
+    let plain_tar = asked.ends_with(".tar") && asked.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    configured.or_else(|| plain_tar.then(|| asked.to_string()))
 }
 
 /// One answer from memory.
