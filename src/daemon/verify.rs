@@ -105,6 +105,12 @@ impl Verifier for Ledger {
                 continue;
             }
             last.insert(key, now);
+            // The preflight of `repair`: deleting needs Datastore.Allocate (when this pass read the privileges).
+            let path = format!("/storage/{storage}");
+            let may_delete = observed.permissions.has(&path, "Datastore.Allocate");
+            if t.repair && !may_delete {
+                tracing::warn!(cluster = %item.cluster, %storage, "repair: true needs Datastore.Allocate on {path}; a corrupt file there is only marked, not repaired");
+            }
             out.push(Verification {
                 download: Download {
                     cluster: item.cluster.clone(),
@@ -116,7 +122,7 @@ impl Verifier for Ledger {
                     for_nodes: vec![node.to_string()],
                 },
                 template: t.label.clone(),
-                repair: t.repair,
+                repair: t.repair && may_delete,
             });
         }
         out
