@@ -74,7 +74,7 @@ impl std::fmt::Debug for StartGate {
 pub async fn apply(fleet: &Fleet, plan: &Plan, progress: Option<ProgressSink>) -> Vec<Outcome> {
     let settings = &fleet.config.downloads;
     let gate = &fleet.gate;
-    let per_cluster = fleet.clusters.iter().map(|c| run_cluster(c, plan, settings, progress.clone(), gate));
+    let per_cluster = fleet.clusters.iter().map(|c| run_cluster(c, plan, settings, progress.clone(), gate, None));
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.downloads.len() + plan.deletions.len()];
     for (index, outcome) in join_all(per_cluster).await.into_iter().flatten() {
         outcomes[index] = Some(outcome);
@@ -101,8 +101,15 @@ pub async fn apply_cluster(
     settings: &DownloadSettings,
     progress: Option<ProgressSink>,
     gate: &StartGate,
+    verifications: Option<Verifications<'_>>,
 ) -> Vec<Outcome> {
-    run_cluster(cluster, plan, settings, progress, gate).await.into_iter().map(|(_, o)| o).collect()
+    run_cluster(cluster, plan, settings, progress, gate, verifications).await.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Deep verifications due in a cluster, run within its download slots, and where their results go.
+pub struct Verifications<'a> {
+    pub due: Vec<super::verify::Verification>,
+    pub verifier: &'a dyn super::verify::Verifier,
 }
 
 /// The downloads of `plan` that belong to `cluster`, within its `max_parallel_downloads` and
@@ -113,13 +120,38 @@ async fn run_cluster(
     settings: &DownloadSettings,
     progress: Option<ProgressSink>,
     gate: &StartGate,
+    verifications: Option<Verifications<'_>>,
 ) -> Vec<(usize, Outcome)> {
     let downloads: Vec<(usize, &Download)> =
         plan.downloads.iter().enumerate().filter(|(_, d)| d.cluster == cluster.config.name).collect();
     let cluster_limit = Semaphore::new(cluster.config.max_parallel_downloads.max(1));
     let mut node_limits: HashMap<&str, Arc<Semaphore>> = HashMap::new();
     let per_node = cluster.config.max_downloads_per_node.max(1);
-    let jobs = downloads.into_iter().map(|(i, d)| {
+    let (due, verifier) = match &verifications {
+        Some(v) => (v.due.as_slice(), Some(v.verifier)),
+        None => (&[][..], None),
+    };
+    // Verifications take the same slots as downloads: each makes a node read and hash a whole file.
+    let checks: Vec<_> = due
+        .iter()
+        .map(|v| {
+            let d = &v.download;
+            let node_limit =
+                Arc::clone(node_limits.entry(d.node.as_str()).or_insert_with(|| Arc::new(Semaphore::new(per_node))));
+            let cluster_limit = &cluster_limit;
+            let span = tracing::info_span!("verify", cluster = %d.cluster, node = %d.node, storage = %d.storage, volid = %d.volid());
+            async move {
+                let _n = node_limit.acquire().await.ok();
+                let _c = cluster_limit.acquire().await.ok();
+                let outcome = super::verify::verify(&cluster.client, v, settings, gate).await;
+                if let Some(verifier) = verifier {
+                    verifier.record(v, &outcome);
+                }
+            }
+            .instrument(span)
+        })
+        .collect();
+    let jobs: Vec<_> = downloads.into_iter().map(|(i, d)| {
         let node_limit =
             Arc::clone(node_limits.entry(d.node.as_str()).or_insert_with(|| Arc::new(Semaphore::new(per_node))));
         let progress = progress.clone();
@@ -136,8 +168,8 @@ async fn run_cluster(
             (i, run_download(&cluster.client, i, d, settings, progress.as_ref(), gate).await)
         }
         .instrument(span)
-    });
-    let mut outcomes = join_all(jobs).await;
+    }).collect();
+    let (mut outcomes, _) = tokio::join!(join_all(jobs), join_all(checks));
     // Deletions only ever remove builds older than one that is there: they wait for nothing and nothing waits
     // for them, so they run one after another once the downloads are done.
     let first = plan.downloads.len();

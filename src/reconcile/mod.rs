@@ -99,22 +99,6 @@ impl Fleet {
         running
     }
 
-    /// Runs a cluster's due verifications one after another (each makes a node read and hash a whole file),
-    /// reporting each to the verifier.
-    async fn verify_cluster(&self, c: &Cluster, due: Vec<verify::Verification>) {
-        let Some(verifier) = &self.verifier else { return };
-        for v in due {
-            let d = &v.download;
-            let span = tracing::info_span!("verify", cluster = %d.cluster, node = %d.node, storage = %d.storage, volid = %d.volid());
-            let outcome = tracing::Instrument::instrument(
-                verify::verify(&c.client, &v, &self.config.downloads, &self.gate),
-                span,
-            )
-            .await;
-            verifier.record(&v, &outcome);
-        }
-    }
-
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
     /// back nothing but itself. `on_plan` sees each cluster's plan and observation as soon as the plan is made
     /// (to publish or log it, or keep the volumes seen)
@@ -141,10 +125,8 @@ impl Fleet {
                 (plan, progress, due)
             };
             let settings = &self.config.downloads;
-            let (outcomes, ()) = tokio::join!(
-                apply::apply_cluster(c, &plan, settings, progress, &self.gate),
-                self.verify_cluster(c, due),
-            );
+            let verifications = self.verifier.as_deref().map(|verifier| apply::Verifications { due, verifier });
+            let outcomes = apply::apply_cluster(c, &plan, settings, progress, &self.gate, verifications).await;
             on_applied(&plan, &outcomes);
             (plan, outcomes)
         });
