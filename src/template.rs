@@ -175,6 +175,12 @@ impl TemplateSpec {
         }
     }
 
+    /// Whether a file (its name, parsed when it is a template name) satisfies this spec on a node of `node_arch`:
+    /// the exact file, or a match as [`TemplateSpec::matches`] decides. The one rule every lookup uses.
+    pub fn accepts(&self, file: &str, name: Option<&TemplateName>, node_arch: &str) -> bool {
+        self.exact_file() == Some(file) || name.is_some_and(|n| self.matches(n, node_arch))
+    }
+
     /// Whether the spec names one exact file (so the index is not needed to know what to fetch).
     pub fn exact_file(&self) -> Option<&str> {
         match self {

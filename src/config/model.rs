@@ -328,6 +328,22 @@ impl TemplateSource {
         }
     }
 
+    /// Whether this template is satisfied by a file on a node of `arch` (so the daemon keeps that file).
+    pub fn accepts(&self, file: &str, name: Option<&crate::template::TemplateName>, arch: &str) -> bool {
+        match self {
+            TemplateSource::Appliance(spec) => spec.accepts(file, name, arch),
+            other => other.fixed_file() == Some(file),
+        }
+    }
+
+    /// The spec a lookup for this template uses (a url or OCI template's one file by name).
+    pub fn spec(&self) -> TemplateSpec {
+        match self {
+            TemplateSource::Appliance(spec) => spec.clone(),
+            other => TemplateSpec::File(other.fixed_file().unwrap_or_default().to_string()),
+        }
+    }
+
     /// The one file a url or OCI template is (an index template is any matching file).
     pub fn fixed_file(&self) -> Option<&str> {
         match self {

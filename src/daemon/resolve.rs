@@ -183,24 +183,24 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
     r.configured = fleet
         .as_ref()
         .is_some_and(|f| f.config.templates.iter().any(|t| t.label == label && t.applies_to(cluster, node)));
+    // One read of the inventory: the file found, and the node's arch (to tell whether the file is configured).
     let found = shared.catalog.read(|inv| {
         let n = inv.cluster(cluster)?.nodes.get(node)?;
-        Some(n.find(spec))
+        Some((n.find(spec), n.arch.to_string()))
     });
     match found {
         None => {
             r.state = "unknown".into();
             r.reason = Some(format!("vztmpld has not observed a node '{node}' in cluster '{cluster}'"));
         }
-        Some(Some(Found { volid, storage, size, observed_at })) => {
+        Some((Some(Found { volid, storage, size, observed_at }), arch)) => {
             // The file is configured when a configured template for this node is satisfied by it (asking
             // `alpine` finds the file `alpine-3.22` keeps: that file stays).
             let file = volid.split_once("vztmpl/").map_or(volid.as_str(), |(_, f)| f);
-            let arch = shared.catalog.read(|inv| {
-                inv.cluster(cluster).and_then(|c| c.nodes.get(node)).map(|n| n.arch.to_string()).unwrap_or_default()
-            });
+            let name = crate::template::TemplateName::parse(file);
             r.configured |= fleet.as_ref().is_some_and(|f| {
-                f.config.templates.iter().filter(|t| t.applies_to(cluster, node)).any(|t| keeps(t, file, &arch))
+                let here = f.config.templates.iter().filter(|t| t.applies_to(cluster, node));
+                here.into_iter().any(|t| t.source.accepts(file, name.as_ref(), &arch))
             });
             // A file a deep verify found corrupt is not one to deploy from.
             let corrupt = shared.read(|s| {
@@ -219,7 +219,7 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
             r.size = size;
             r.observed_at = Some(timestamp(observed_at));
         }
-        Some(None) => {
+        Some((None, _)) => {
             r.state = "missing".into();
             if r.configured {
                 shared.read(|s| {
@@ -237,17 +237,6 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
         }
     }
     r
-}
-
-/// Whether a configured template is satisfied by this file (so the daemon keeps it cached).
-fn keeps(t: &crate::config::TemplateConfig, file: &str, arch: &str) -> bool {
-    match &t.source {
-        TemplateSource::Appliance(spec) => {
-            spec.exact_file() == Some(file)
-                || crate::template::TemplateName::parse(file).is_some_and(|n| spec.matches(&n, arch))
-        }
-        other => other.fixed_file() == Some(file),
-    }
 }
 
 /// A configured template's state, from the status.
@@ -365,11 +354,7 @@ fn cache_node(fleet: &Fleet, cluster: &str, node: &str, n: &NodeInventory) -> Ca
         .iter()
         .filter(|t| t.applies_to(cluster, node))
         .map(|t| {
-            let spec = match &t.source {
-                TemplateSource::Appliance(spec) => spec.clone(),
-                other => TemplateSpec::File(other.fixed_file().unwrap_or_default().to_string()),
-            };
-            let found = n.find(&spec);
+            let found = n.find(&t.source.spec());
             ConfiguredHit { template: t.label.clone(), hit: found.is_some(), volid: found.map(|f| f.volid) }
         })
         .collect();

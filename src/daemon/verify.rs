@@ -65,6 +65,10 @@ fn offset(key: &Key, period: Duration) -> Duration {
 
 impl Verifier for Ledger {
     fn due(&self, config: &Config, plan: &Plan, observed: &ClusterObservation) -> Vec<Verification> {
+        // The common case costs nothing per item: no template asks for verification.
+        if config.templates.iter().all(|t| t.verify.is_none()) {
+            return Vec::new();
+        }
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Vec::new();

@@ -275,15 +275,10 @@ fn tls_config(cfg: &HaConfig) -> Result<rustls::ClientConfig, EtcdError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| EtcdError::Setup(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &cfg.ca {
-        for cert in CertificateDer::pem_slice_iter(&ca.pem) {
-            let cert = cert.map_err(|e| EtcdError::Setup(format!("{}: bad PEM: {e}", ca.path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| EtcdError::Setup(format!("{}: unusable certificate: {e}", ca.path.display())))?;
-        }
-    }
+    let roots = match &cfg.ca {
+        Some(ca) => crate::pve::tls::root_store(&ca.pem, &ca.path).map_err(EtcdError::Setup)?,
+        None => rustls::RootCertStore::empty(),
+    };
     let builder = builder.with_root_certificates(roots);
     match &cfg.identity {
         None => Ok(builder.with_no_client_auth()),

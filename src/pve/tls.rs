@@ -24,6 +24,16 @@ pub fn format_fingerprint(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
+/// The certificates of a CA file (PEM) as a root store; errors name the file.
+pub fn root_store(pem: &[u8], path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// Builds the rustls configuration for a TLS mode; for pinned modes, `pins` is the live set the verifier checks.
 pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
     let mut provider = rustls::crypto::ring::default_provider();
@@ -35,14 +45,7 @@ pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Resu
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let config = match mode {
-        TlsMode::CaFile { path, pem } => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        TlsMode::CaFile { path, pem } => builder.with_root_certificates(root_store(pem, path)?).with_no_client_auth(),
         TlsMode::Pinned(configured) => {
             if let Ok(mut set) = pins.write() {
                 set.extend(configured.iter().copied());

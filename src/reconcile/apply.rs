@@ -184,7 +184,12 @@ async fn run_cluster(
             },
             None => {
                 let span = tracing::info_span!("prune", cluster = %d.cluster, node = %d.node, storage = %d.storage, volid = %d.volid);
-                super::prune::delete(&cluster.client, d, settings, gate).instrument(span).await
+                let deleted = super::prune::delete(&cluster.client, &d.node, &d.storage, &d.volid, settings, gate);
+                let outcome = deleted.instrument(span.clone()).await;
+                if outcome.succeeded() {
+                    span.in_scope(|| tracing::info!(kept = %d.kept.join(","), "pruned a superseded build"));
+                }
+                outcome
             }
         };
         outcomes.push((first + i, outcome));

@@ -74,11 +74,16 @@ impl Inventory {
             return;
         }
         let cluster = self.clusters.entry(obs.name.as_str().into()).or_default();
-        // A shared storage's listing, converted once and shared by every node.
-        let shared: BTreeMap<&str, Arc<[Vol]>> = obs
+        // A shared storage's listing, converted once and shared by every node (or the last pass's, unchanged).
+        let shared: BTreeMap<&str, Listing> = obs
             .storages
             .values()
-            .filter_map(|s| Some((s.id.as_str(), to_vols(s.shared_volumes.as_ref()?.as_ref().ok()?))))
+            .filter_map(|s| {
+                let listed = s.shared_volumes.as_ref()?.as_ref().ok()?;
+                let before =
+                    cluster.nodes.values().flat_map(|n| &n.shelves).find(|sh| sh.shared && *sh.storage == *s.id);
+                Some((s.id.as_str(), reuse(before.map(|sh| &sh.volumes), listed)))
+            })
             .collect();
         let mut seen: HashMap<Box<str>, NodeInventory> = HashMap::with_capacity(obs.nodes.len());
         for n in &obs.nodes {
@@ -98,17 +103,15 @@ impl Inventory {
             }
             let mut shelves = Vec::new();
             for s in obs.storages.values().filter(|s| s.active_on(&n.name)) {
+                let before = previous.as_ref().and_then(|p| p.shelves.iter().find(|sh| *sh.storage == *s.id));
                 let listed = if s.shared {
                     shared.get(s.id.as_str()).cloned()
                 } else {
-                    s.node_volumes.get(&n.name).and_then(|l| l.as_ref().ok()).map(|v| to_vols(v))
+                    let listed = s.node_volumes.get(&n.name).and_then(|l| l.as_ref().ok());
+                    listed.map(|v| reuse(before.map(|sh| &sh.volumes), v))
                 };
                 // A listing that failed this time keeps what the last one saw.
-                let kept = || {
-                    let shelves = previous.as_ref().map(|p| p.shelves.as_slice()).unwrap_or_default();
-                    shelves.iter().find(|sh| *sh.storage == *s.id).map(|sh| Arc::clone(&sh.volumes))
-                };
-                if let Some(volumes) = listed.or_else(kept) {
+                if let Some(volumes) = listed.or_else(|| before.map(|sh| Arc::clone(&sh.volumes))) {
                     shelves.push(Shelf { storage: s.id.as_str().into(), shared: s.shared, volumes });
                 }
             }
@@ -182,9 +185,7 @@ impl NodeInventory {
             for v in shelf.volumes.iter() {
                 let file = v.file();
                 let name = TemplateName::parse(file);
-                let matches =
-                    spec.exact_file() == Some(file) || name.as_ref().is_some_and(|n| spec.matches(n, &self.arch));
-                if !matches {
+                if !spec.accepts(file, name.as_ref(), &self.arch) {
                     continue;
                 }
                 let newer = match (&best, &name) {
@@ -208,6 +209,19 @@ impl NodeInventory {
     /// Every file this node sees, by storage.
     pub fn volumes(&self) -> impl Iterator<Item = (&str, &Vol)> {
         self.shelves.iter().flat_map(|s| s.volumes.iter().map(move |v| (&*s.storage, v)))
+    }
+}
+
+/// The last pass's listing when nothing changed (a steady pass allocates nothing here), else the new one.
+fn reuse(before: Option<&Listing>, volumes: &[super::observation::Volume]) -> Listing {
+    match before {
+        Some(b)
+            if b.len() == volumes.len()
+                && b.iter().zip(volumes).all(|(k, v)| *k.volid == *v.volid && k.size == v.size) =>
+        {
+            Arc::clone(b)
+        }
+        _ => to_vols(volumes),
     }
 }
 
@@ -269,6 +283,22 @@ mod tests {
         assert!(lab.nodes["pve2"].find(&TemplateSpec::parse("debian-12_arm64").unwrap()).is_none());
         assert!(Arc::ptr_eq(&lab.nodes["pve1"].shelves[1].volumes, &lab.nodes["pve2"].shelves[1].volumes));
         assert_eq!(inv.clusters_with_node("pve2"), ["lab"]);
+    }
+
+    #[test]
+    fn a_steady_pass_reuses_the_listings_it_already_holds() {
+        let mut inv = Inventory::default();
+        inv.record(&obs(None), SystemTime::UNIX_EPOCH);
+        let before = inv.cluster("lab").unwrap().nodes["pve1"].shelves.clone();
+        inv.record(&obs(None), SystemTime::UNIX_EPOCH);
+        let after = &inv.cluster("lab").unwrap().nodes["pve1"].shelves;
+        assert!(before.iter().zip(after).all(|(a, b)| Arc::ptr_eq(&a.volumes, &b.volumes)), "no new allocation");
+        let mut changed = obs(None);
+        if let Some(Ok(v)) = changed.storages.get_mut("local").and_then(|s| s.node_volumes.get_mut("pve1")) {
+            v.clear();
+        }
+        inv.record(&changed, SystemTime::UNIX_EPOCH);
+        assert!(inv.cluster("lab").unwrap().nodes["pve1"].shelves[0].volumes.is_empty(), "a change is taken");
     }
 
     #[test]

@@ -157,8 +157,7 @@ pub fn find_cached<'a>(obs: &'a ClusterObservation, node: &str, arch: &str, spec
         .flatten();
     for v in candidates {
         let name = v.name.as_ref();
-        let matches = spec.exact_file() == Some(v.file.as_str()) || name.is_some_and(|n| spec.matches(n, arch));
-        if !matches {
+        if !spec.accepts(&v.file, name, arch) {
             continue;
         }
         let newer = match (&best, name) {

@@ -1,37 +1,43 @@
-//! Apply's side of `prune`: delete one superseded build (`DELETE …/content/{volid}`, an `imgdel` task) and
-//! follow the task to its end.
+//! Deleting one file (`DELETE …/content/{volid}`, an `imgdel` task) and following the task to its end: a build
+//! `prune` supersedes, or a corrupt file `repair` replaces.
 
 use std::time::{Duration, Instant};
 
 use super::apply::{Outcome, StartGate};
-use super::plan::Deletion;
 use crate::config::DownloadSettings;
 use crate::pve::Client;
 
 /// Longest wait for an `imgdel` task: deleting a file takes a moment, not minutes.
 const DELETE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Deletes one file; `AlreadyPresent` when it was gone already (another writer pruned it).
-pub(super) async fn delete(client: &Client, d: &Deletion, settings: &DownloadSettings, gate: &StartGate) -> Outcome {
+/// Deletes `volid` on `storage` through `node`; `AlreadyPresent` when it was gone already (another writer).
+pub(super) async fn delete(
+    client: &Client,
+    node: &str,
+    storage: &str,
+    volid: &str,
+    settings: &DownloadSettings,
+    gate: &StartGate,
+) -> Outcome {
     if let Err(reason) = gate.check() {
         return Outcome::Failed { upid: None, error: format!("not deleted: {reason}"), retryable: true };
     }
     let started = Instant::now();
-    let upid = match client.delete_volume(&d.node, &d.storage, &d.volid).await {
+    let upid = match client.delete_volume(node, storage, volid).await {
         Ok(upid) => upid,
         Err(e) if e.to_string().contains("does not exist") => {
             tracing::info!("already gone");
             return Outcome::AlreadyPresent;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "prune failed");
+            tracing::warn!(error = %e, "delete failed");
             return Outcome::Failed { upid: None, error: e.to_string(), retryable: e.is_retryable() };
         }
     };
     loop {
         match client.task_status(&upid).await {
             Ok(s) if s.is_stopped() && s.succeeded() => {
-                tracing::info!(%upid, kept = %d.kept.join(","), "pruned a superseded build");
+                tracing::info!(%upid, "deleted");
                 let seconds = started.elapsed().as_secs();
                 return Outcome::Finished { upid, seconds, bytes: None, adopted: false };
             }
@@ -40,7 +46,7 @@ pub(super) async fn delete(client: &Client, d: &Deletion, settings: &DownloadSet
                 if exit.contains("does not exist") {
                     return Outcome::AlreadyPresent;
                 }
-                tracing::warn!(%upid, error = %exit, "prune failed");
+                tracing::warn!(%upid, error = %exit, "delete failed");
                 return Outcome::Failed {
                     upid: Some(upid.clone()),
                     error: format!("task {upid} failed: {exit}"),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::apply::{Outcome, StartGate};
 use super::observation::ClusterObservation;
-use super::plan::{Deletion, Download, Plan};
+use super::plan::{Download, Plan};
 use crate::config::DownloadSettings;
 use crate::pve::Client;
 
@@ -75,19 +75,8 @@ pub async fn verify(client: &Client, v: &Verification, settings: &DownloadSettin
     if !v.repair {
         return Verified::Corrupt(error);
     }
-    let deletion = Deletion {
-        cluster: d.cluster.clone(),
-        node: d.node.clone(),
-        storage: d.storage.clone(),
-        shared: d.shared,
-        volid: d.volid(),
-        template: v.template.clone(),
-        kept: Vec::new(),
-        blocked: None,
-        after: None,
-    };
     let started = Instant::now();
-    match super::prune::delete(client, &deletion, settings, gate).await {
+    match super::prune::delete(client, &d.node, &d.storage, &d.volid(), settings, gate).await {
         Outcome::Failed { error: e, .. } => {
             return Verified::Corrupt(format!("{error}; the repair could not delete it: {e}"));
         }

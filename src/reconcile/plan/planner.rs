@@ -273,9 +273,7 @@ impl ClusterPlanner<'_> {
             .values()
             .filter_map(|i| i.as_ref().ok())
             .flatten()
-            .filter(|e| {
-                e.name.as_ref().is_some_and(|n| spec.matches(n, arch)) || spec.exact_file() == Some(e.template.as_str())
-            })
+            .filter(|e| spec.accepts(&e.template, e.name.as_ref(), arch))
             .max_by(|a, b| match (&a.name, &b.name) {
                 (Some(x), Some(y)) => compare_recency(x, y),
                 _ => a.template.cmp(&b.template),

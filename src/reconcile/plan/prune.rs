@@ -54,7 +54,9 @@ impl ClusterPlanner<'_> {
             .skip(keep)
             .filter(|(v, _)| v.volid != newest)
             .filter(|(v, n)| {
-                !cluster_templates.iter().any(|o| !std::ptr::eq(*o, t) && satisfied_by(o, v, n, &node.arch))
+                !cluster_templates
+                    .iter()
+                    .any(|o| !std::ptr::eq(*o, t) && o.source.accepts(&v.file, Some(n), &node.arch))
             })
             .map(|(v, _)| Deletion {
                 cluster: self.obs.name.clone(),
@@ -68,13 +70,5 @@ impl ClusterPlanner<'_> {
                 after,
             })
             .collect()
-    }
-}
-
-/// Whether a configured template is satisfied by this file (so it must stay).
-fn satisfied_by(t: &TemplateConfig, v: &Volume, name: &TemplateName, arch: &str) -> bool {
-    match &t.source {
-        TemplateSource::Appliance(spec) => spec.exact_file() == Some(v.file.as_str()) || spec.matches(name, arch),
-        other => other.fixed_file() == Some(v.file.as_str()),
     }
 }
