@@ -400,17 +400,23 @@ async fn a_steady_pass_logs_one_line_per_cluster_and_changes_are_logged() {
     };
     assert_eq!(info_lines(&d.log()).iter().filter(|l| l.contains("CACHE MISS")).count(), 40, "every item at start");
 
-    // A steady pass: one summary per cluster, and the pass line.
-    let before = info_lines(&d.log()).len();
-    d.send(Control::Reconcile(vztmpld::daemon::Trigger::Api)).await;
-    d.wait_for("the steady pass", |d| async move {
-        info_lines(&d.log()).len() > before
-            && info_lines(&d.log()).last().is_some_and(|l| l.contains("reconcile pass finished"))
-    })
-    .await;
-    let steady: Vec<String> = info_lines(&d.log())[before..].to_vec();
-    assert_eq!(steady.len(), 2, "one line per cluster plus the pass: {steady:#?}");
-    assert!(steady[0].contains("cluster reconciled") && steady[0].contains("cached=40"), "{steady:#?}");
+    // Steady passes: one summary per cluster, and the pass line. The first all-cached plan is kept; the next
+    // pass, observing the same, reuses it.
+    let stands = |log: &str| log.matches("nothing changed since the last pass").count();
+    for reused in [0, 1] {
+        let before = info_lines(&d.log()).len();
+        d.send(Control::Reconcile(vztmpld::daemon::Trigger::Api)).await;
+        d.wait_for("the steady pass", |d| async move {
+            info_lines(&d.log()).len() > before
+                && info_lines(&d.log()).last().is_some_and(|l| l.contains("reconcile pass finished"))
+        })
+        .await;
+        let steady: Vec<String> = info_lines(&d.log())[before..].to_vec();
+        assert_eq!(steady.len(), 2, "one line per cluster plus the pass: {steady:#?}");
+        assert!(steady[0].contains("cluster reconciled") && steady[0].contains("cached=40"), "{steady:#?}");
+        assert_eq!(stands(&d.log()), reused, "the second steady pass reuses the plan");
+    }
+    assert!(d.shared.read(|s| s.ready && s.all_cached() && s.clusters[0].nodes.len() == 20), "status kept");
 
     // A template disappears from the shared storage: its misses are logged, once.
     let volid = format!("shared:vztmpl/{ALPINE}");
@@ -429,6 +435,10 @@ async fn a_steady_pass_logs_one_line_per_cluster_and_changes_are_logged() {
         "{changed:#?}"
     );
     assert!(!changed.iter().any(|l| l.contains("CACHE HIT") && l.contains("debian")), "unchanged items stay quiet");
+    assert_eq!(stands(&d.log()), 1, "a changed listing is planned again");
+    let downloaded = |d: &Daemon| d.shared.read(|s| s.all_cached() && !s.pass_running);
+    d.wait_for("the file back", |d| async move { downloaded(d) }).await;
+    assert_eq!(sim.stats().await["downloads_started"], 3, "the missing file was downloaded again");
 }
 
 #[tokio::test]

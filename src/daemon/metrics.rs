@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use super::status::{PassOutcome, Status};
 use crate::pve::ApiAnswer;
 use crate::reconcile::apply::Outcome;
-use crate::reconcile::plan::{ItemState, Plan};
+use crate::reconcile::plan::ItemState;
 
 /// `{outcome}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,19 +200,20 @@ impl Metrics {
     /// A finished pass: its duration and outcome, lookups, downloads, and templates per node and state.
     pub fn record_pass(
         &self,
-        plan: &Plan,
-        outcomes: &[Outcome],
+        clusters: &[crate::reconcile::ClusterPass],
         status: &Status,
         elapsed: Duration,
         outcome: PassOutcome,
     ) {
         self.reconcile_duration.observe(elapsed.as_secs_f64());
         self.reconcile_total.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
-        let hits = plan.items.iter().filter(|i| matches!(i.state, ItemState::Cached { .. })).count();
-        let misses = plan.items.len() - hits;
+        let items = || clusters.iter().flat_map(|c| &c.plan.items);
+        let hits = items().filter(|i| matches!(i.state, ItemState::Cached { .. })).count();
+        let misses = items().count() - hits;
         self.cache_lookups_total.get_or_create(&LookupLabel { result: "hit" }).inc_by(hits as u64);
         self.cache_lookups_total.get_or_create(&LookupLabel { result: "miss" }).inc_by(misses as u64);
-        for (d, o) in plan.downloads.iter().zip(outcomes) {
+        let downloads = clusters.iter().flat_map(|c| c.plan.downloads.iter().zip(&c.outcomes));
+        for (d, o) in downloads {
             let outcome = match o {
                 Outcome::Finished { bytes, .. } => {
                     self.download_bytes_total.inc_by(bytes.unwrap_or(0));

@@ -253,7 +253,7 @@ impl Daemon {
         let outcome = {
             let shared = &self.shared;
             shared.update(|s| {
-                s.retain_clusters(&r.plan);
+                s.retain_clusters(r.clusters.iter().map(|c| &*c.plan));
                 let outcome = s.finish_pass(elapsed, &retries, wall);
                 if let Some(at) = schedule.next_due() {
                     s.set_next_pass(to_system_time(at));
@@ -261,7 +261,7 @@ impl Daemon {
                 outcome
             })
         };
-        self.shared.read(|s| self.shared.metrics.record_pass(&r.plan, &r.outcomes, s, elapsed, outcome));
+        self.shared.read(|s| self.shared.metrics.record_pass(&r.clusters, s, elapsed, outcome));
         let trigger = r.trigger;
         drop(r);
         release_free_memory();

@@ -10,16 +10,16 @@ use tokio::time::Instant;
 use super::control::Trigger;
 use super::scheduler::NodeKey;
 use super::server::Shared;
-use crate::reconcile::Fleet;
 use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
 use crate::reconcile::lookups::{LookupLog, log_summary};
 use crate::reconcile::plan::{ItemState, Plan};
+use crate::reconcile::{ClusterPass, Fleet};
 
 /// What a finished pass hands back to the loop.
 #[derive(Debug)]
 pub(super) struct PassResult {
-    pub(super) plan: Plan,
-    pub(super) outcomes: Vec<Outcome>,
+    /// Each cluster's plan and outcomes, in configuration order.
+    pub(super) clusters: Vec<ClusterPass>,
     pub(super) started: Instant,
     pub(super) trigger: Trigger,
 }
@@ -30,11 +30,12 @@ impl PassResult {
     pub(super) fn failing_nodes(&self) -> Vec<(NodeKey, bool)> {
         // Items come node by node: one key per run of the same node, not one map insert per item.
         let mut nodes: Vec<(NodeKey, bool)> = Vec::new();
-        for item in &self.plan.items {
+        let items = self.clusters.iter().flat_map(|c| c.plan.items.iter().map(move |i| (i, &c.outcomes)));
+        for (item, outcomes) in items {
             let failing = match &item.state {
                 ItemState::Blocked(b) => b.retryable,
                 ItemState::Download { download } => {
-                    matches!(self.outcomes.get(*download), Some(Outcome::Failed { retryable: true, .. }))
+                    matches!(outcomes.get(*download), Some(Outcome::Failed { retryable: true, .. }))
                 }
                 ItemState::Cached { .. } => false,
             };
@@ -60,10 +61,15 @@ pub(super) fn spawn(
     tokio::spawn(async move {
         let started = Instant::now();
         // Each cluster's plan is published, logged and applied as soon as it is made.
-        let (plan, outcomes) = fleet
+        // A cluster whose plan is the last pass's, reused (nothing changed there), keeps its status, lookup
+        // log and verify marks as they are: only the inventory's observation time moves.
+        let clusters = fleet
             .reconcile(
-                |plan, observed| {
+                |plan, observed, unchanged| {
                     shared.catalog.update(|inv| inv.record(observed, SystemTime::now()));
+                    if unchanged {
+                        return None;
+                    }
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
                     if !plan.has_downloads() {
                         // Nothing to follow: `on_applied` publishes it a moment later, once.
@@ -72,16 +78,19 @@ pub(super) fn spawn(
                     shared.update(|s| s.publish_cluster_plan(plan, None, SystemTime::now()));
                     Some(progress_sink(plan, &shared))
                 },
-                |plan, outcomes| {
-                    record_downloaded(&shared, plan, outcomes);
+                |plan, outcomes, unchanged| {
                     log_summary(plan, outcomes, started.elapsed());
+                    if unchanged && shared.read(|s| plan.items.first().is_some_and(|i| s.has_cluster(&i.cluster))) {
+                        return;
+                    }
+                    record_downloaded(&shared, plan, outcomes);
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record_outcomes(plan, outcomes);
                     shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now()));
                     ledger.remark(plan);
                 },
             )
             .await;
-        PassResult { plan, outcomes, started, trigger }
+        PassResult { clusters, started, trigger }
     })
 }
 

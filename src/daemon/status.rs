@@ -475,11 +475,17 @@ impl Status {
         }
     }
 
-    /// Drops the clusters a pass's plan did not cover (no longer configured, or without templates); each
+    /// Drops the clusters a pass's plans did not cover (no longer configured, or without templates); each
     /// covered cluster was published as it finished.
-    pub fn retain_clusters(&mut self, plan: &Plan) {
-        let covered: std::collections::HashSet<&str> = plan.items.iter().map(|i| i.cluster.as_str()).collect();
+    pub fn retain_clusters<'p>(&mut self, plans: impl IntoIterator<Item = &'p Plan>) {
+        let covered: std::collections::HashSet<&str> =
+            plans.into_iter().flat_map(|p| p.items.first()).map(|i| i.cluster.as_str()).collect();
         self.clusters.retain(|c| covered.contains(c.name.as_str()));
+    }
+
+    /// Whether a cluster has a view.
+    pub fn has_cluster(&self, name: &str) -> bool {
+        self.clusters.binary_search_by(|c| c.name.as_str().cmp(name)).is_ok()
     }
 
     /// A download of `(node, template)` items made progress (or waits for a slot).

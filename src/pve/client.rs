@@ -43,7 +43,7 @@ pub struct ClientOptions {
     /// Whole-request timeout (pveproxy gives up forwarding after 30 s).
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Requests in flight per cluster.
+    /// Requests in flight per cluster: 2 of pveproxy's 3 workers, so the GUI and other clients keep one.
     pub max_in_flight: usize,
     /// Tries per request, including the first.
     pub attempts: u32,
@@ -58,7 +58,7 @@ impl Default for ClientOptions {
         Self {
             timeout: Duration::from_secs(35),
             connect_timeout: Duration::from_secs(5),
-            max_in_flight: 3,
+            max_in_flight: 2,
             attempts: 3,
             backoff: Duration::from_millis(300),
             max_body: 16 * 1024 * 1024,
@@ -184,6 +184,12 @@ impl Client {
                 match sent {
                     Ok(v) => {
                         self.preferred.store(idx, Ordering::Relaxed);
+                        // The connection goes back to the pool in a task hyper spawns once the body is read; a
+                        // request started before that task ran finds no idle connection and opens another one
+                        // (a full TCP and TLS handshake, finished even when an idle one turns up first). Letting
+                        // that task run before the permit is released keeps a cluster at its permits' worth of
+                        // connections.
+                        tokio::task::yield_now().await;
                         return Ok(v);
                     }
                     // Never delivered: the next endpoint may answer.

@@ -33,6 +33,42 @@ pub const OBSERVING_CLUSTERS: usize = 64;
 pub struct Cluster {
     pub config: ClusterConfig,
     pub client: Arc<Client>,
+    /// The last plan, when it was all cached and made from listings alone (see [`Steady`]).
+    steady: Arc<std::sync::Mutex<Option<Steady>>>,
+}
+
+/// A converged cluster's last plan and the key of what it was made from: when the next pass observes the
+/// same key, planning would repeat itself exactly, so the plan is reused (and everything derived from it —
+/// status, lookup log, verify marks — is left as it is). Kept only for a plan whose every item is cached and
+/// whose observation fetched nothing beyond the cluster views and listings: such a plan reads only what the
+/// key covers (nodes, storages' activity, listed volume ids), never free space, indexes or privileges.
+/// A new configuration builds new clusters, so the key never outlives the templates it was planned for.
+#[derive(Debug)]
+struct Steady {
+    key: u64,
+    plan: Arc<plan::Plan>,
+}
+
+/// One cluster's part of a pass.
+#[derive(Debug)]
+pub struct ClusterPass {
+    /// The cluster's plan (download indices are this plan's).
+    pub plan: Arc<plan::Plan>,
+    /// One outcome per download of `plan`.
+    pub outcomes: Vec<apply::Outcome>,
+    /// The plan is the previous pass's, reused: nothing about the cluster changed.
+    pub unchanged: bool,
+}
+
+/// Joins clusters' passes into one plan (download indices shifted) and one list of outcomes.
+pub fn merge(passes: &[ClusterPass]) -> (plan::Plan, Vec<apply::Outcome>) {
+    let mut whole = plan::Plan::default();
+    let mut outcomes = Vec::new();
+    for p in passes {
+        whole.append(plan::Plan::clone(&p.plan));
+        outcomes.extend(p.outcomes.iter().cloned());
+    }
+    (whole, outcomes)
 }
 
 /// A validated configuration with a client per cluster: everything a pass needs.
@@ -52,7 +88,10 @@ impl Fleet {
         let clusters = config
             .clusters
             .iter()
-            .map(|c| Ok(Cluster { config: c.clone(), client: Arc::new(Client::new(c, options)?) }))
+            .map(|c| {
+                let client = Arc::new(Client::new(c, options)?);
+                Ok(Cluster { config: c.clone(), client, steady: Arc::default() })
+            })
             .collect::<Result<Vec<_>, PveError>>()?;
         Ok(Self { config: Arc::new(config), clusters, gate: apply::StartGate::default(), verifier: None })
     }
@@ -60,7 +99,8 @@ impl Fleet {
     /// Observes every cluster concurrently; one observation per cluster, in configuration order.
     pub async fn observe(&self) -> Vec<observation::ClusterObservation> {
         let templates = &self.config.templates;
-        join_all(self.clusters.iter().map(|c| observe::observe_cluster(&c.config, &c.client, templates))).await
+        let observing = self.clusters.iter().map(|c| observe::observe_cluster(&c.config, &c.client, templates, None));
+        join_all(observing).await.into_iter().map(|o| o.observation).collect()
     }
 
     /// Observes and plans.
@@ -101,41 +141,54 @@ impl Fleet {
 
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
     /// back nothing but itself. `on_plan` sees each cluster's plan and observation as soon as the plan is made
-    /// (to publish or log it, or keep the volumes seen)
-    /// and returns where that plan's download progress goes (indices are the cluster plan's); `on_applied` sees
-    /// it again with its outcomes when that cluster is done. Returns the whole plan, clusters in configuration
-    /// order, and one outcome per download.
-    pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> (plan::Plan, Vec<apply::Outcome>)
+    /// (to publish or log it, or keep the volumes seen), with whether it is the previous pass's plan reused
+    /// (see [`Steady`]), and returns where that plan's download progress goes; `on_applied` sees it again with
+    /// its outcomes when that cluster is done. Returns each cluster's part, in configuration order.
+    pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> Vec<ClusterPass>
     where
-        P: Fn(&plan::Plan, &observation::ClusterObservation) -> Option<apply::ProgressSink>,
-        A: Fn(&plan::Plan, &[apply::Outcome]),
+        P: Fn(&plan::Plan, &observation::ClusterObservation, bool) -> Option<apply::ProgressSink>,
+        A: Fn(&plan::Plan, &[apply::Outcome], bool),
     {
         let (on_plan, on_applied) = (&on_plan, &on_applied);
         let observing = &tokio::sync::Semaphore::new(OBSERVING_CLUSTERS);
         let per_cluster = self.clusters.iter().map(|c| async move {
             // The observation (volumes, appliance indexes) is dropped once planned: a cold pass follows its
             // downloads for minutes, and a hundred clusters' observations must not stay alive meanwhile.
-            let (plan, progress, due) = {
+            let (plan, unchanged, progress, due) = {
                 // Never closed; the permit bounds only how many clusters are observed at once, not apply.
                 let _permit = observing.acquire().await.ok();
-                let observed = observe::observe_cluster(&c.config, &c.client, &self.config.templates).await;
-                let plan = plan::plan(&self.config, std::slice::from_ref(&observed));
-                let progress = on_plan(&plan, &observed);
-                let due = self.verifier.as_ref().map(|v| v.due(&self.config, &plan, &observed)).unwrap_or_default();
-                (plan, progress, due)
+                let previous = c.steady.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                let observed = observe::observe_cluster(
+                    &c.config,
+                    &c.client,
+                    &self.config.templates,
+                    previous.as_ref().map(|s| s.key),
+                )
+                .await;
+                let (plan, unchanged) = match previous {
+                    Some(steady) if observed.unchanged => {
+                        tracing::debug!(cluster = %c.config.name, "nothing changed since the last pass: its plan stands");
+                        (steady.plan, true)
+                    }
+                    _ => (Arc::new(plan::plan(&self.config, std::slice::from_ref(&observed.observation))), false),
+                };
+                let keep = observed.key.filter(|_| plan.all_cached() && !observed.observation.fetched_beyond_listings());
+                *c.steady.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    keep.map(|key| Steady { key, plan: Arc::clone(&plan) });
+                let progress = on_plan(&plan, &observed.observation, unchanged);
+                let due = self
+                    .verifier
+                    .as_ref()
+                    .map(|v| v.due(&self.config, &plan, &observed.observation))
+                    .unwrap_or_default();
+                (plan, unchanged, progress, due)
             };
             let settings = &self.config.downloads;
             let verifications = self.verifier.as_deref().map(|verifier| apply::Verifications { due, verifier });
             let outcomes = apply::apply_cluster(c, &plan, settings, progress, &self.gate, verifications).await;
-            on_applied(&plan, &outcomes);
-            (plan, outcomes)
+            on_applied(&plan, &outcomes, unchanged);
+            ClusterPass { plan, outcomes, unchanged }
         });
-        let mut whole = plan::Plan::default();
-        let mut outcomes = Vec::new();
-        for (plan, o) in join_all(per_cluster).await {
-            whole.append(plan);
-            outcomes.extend(o);
-        }
-        (whole, outcomes)
+        join_all(per_cluster).await
     }
 }

@@ -72,6 +72,58 @@ pub struct ClusterObservation {
     pub pve_version: Option<Result<String, String>>,
 }
 
+impl ClusterObservation {
+    /// A key of everything an all-cached plan reads: the targeted nodes (name, online, arch, error), each
+    /// vztmpl storage (id, shared, on which nodes active) and each listing's volume ids, or its error. Free
+    /// space is left out on purpose: it changes all the time and only a miss reads it. `None` for a cluster
+    /// that could not be observed. (A 64-bit SipHash: two different inputs share a key with odds of 2⁻⁶⁴.)
+    pub fn steady_key(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        if self.error.is_some() {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for n in &self.nodes {
+            (&n.name, n.online, &n.arch, &n.error).hash(&mut h);
+        }
+        h.write_u8(0xff);
+        let listing = |h: &mut std::collections::hash_map::DefaultHasher, l: &Listing| match l {
+            Ok(volumes) => {
+                h.write_u8(1);
+                h.write_usize(volumes.len());
+                volumes.iter().for_each(|v| v.volid.hash(h));
+            }
+            Err(e) => {
+                h.write_u8(2);
+                e.hash(h);
+            }
+        };
+        for s in self.storages.values() {
+            (&s.id, s.shared).hash(&mut h);
+            for (node, on) in &s.on_nodes {
+                (node, on.active).hash(&mut h);
+            }
+            h.write_u8(0xfe);
+            match &s.shared_volumes {
+                Some(l) => listing(&mut h, l),
+                None => h.write_u8(0),
+            }
+            for (node, l) in &s.node_volumes {
+                node.hash(&mut h);
+                listing(&mut h, l);
+            }
+            h.write_u8(0xfd);
+        }
+        Some(h.finish())
+    }
+
+    /// Whether the observation went beyond the views and listings (privileges, indexes, the version): what a
+    /// miss or `latest` needs, and what [`ClusterObservation::steady_key`] does not cover.
+    pub fn fetched_beyond_listings(&self) -> bool {
+        self.permissions.known || !self.indexes.is_empty() || self.pve_version.is_some()
+    }
+}
+
 /// One targeted node.
 #[derive(Debug, Clone)]
 pub struct NodeObservation {

@@ -14,12 +14,35 @@ use crate::config::{ClusterConfig, Policy, TemplateConfig, TemplateSource};
 use crate::pve::{Client, PveError};
 use crate::template::{TemplateName, TemplateSpec, debian_arch};
 
-/// Observes one cluster for the given desired templates.
+/// A cluster as observed, with the key of its plan's inputs.
+pub(super) struct Observed {
+    pub(super) observation: ClusterObservation,
+    /// [`ClusterObservation::steady_key`], taken once the listings are in.
+    pub(super) key: Option<u64>,
+    /// The key equals the one asked about: the observation stopped after the listings.
+    pub(super) unchanged: bool,
+}
+
+/// Observes one cluster for the given desired templates. With `steady` (the key of the last plan, kept only
+/// for an all-cached plan made from listings alone), an equal key ends the observation after the listings:
+/// the same inputs would need nothing more and plan the same.
 pub(super) async fn observe_cluster(
     cfg: &ClusterConfig,
     client: &Client,
     templates: &[TemplateConfig],
-) -> ClusterObservation {
+    steady: Option<u64>,
+) -> Observed {
+    let (obs, online) = observe_views_and_listings(cfg, client).await;
+    let key = obs.steady_key();
+    if key.is_some() && key == steady {
+        return Observed { observation: obs, key, unchanged: true };
+    }
+    Observed { observation: observe_the_rest(obs, online, client, templates).await, key, unchanged: false }
+}
+
+/// The cluster's views (nodes, storages) and every vztmpl listing a targeted node sees; with the cluster's
+/// online members (targeted or not: any of them may serve an appliance index).
+async fn observe_views_and_listings(cfg: &ClusterConfig, client: &Client) -> (ClusterObservation, Vec<String>) {
     let mut obs = ClusterObservation { name: cfg.name.clone(), ..Default::default() };
     if client.has_failover() {
         // Pinned clusters learn the other nodes' certificates while a pinned node answers (hourly), so a
@@ -33,7 +56,7 @@ pub(super) async fn observe_cluster(
         (Err(e), _) | (_, Err(e)) => {
             obs.error_retryable = e.is_retryable();
             obs.error = Some(e.to_string());
-            return obs;
+            return (obs, Vec::new());
         }
     };
 
@@ -80,14 +103,26 @@ pub(super) async fn observe_cluster(
     }
 
     list_contents(&mut obs, client).await;
+    let online = nodes.into_iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node).collect();
+    (obs, online)
+}
+
+/// What only a miss (or `latest`) needs: the token's privileges, the appliance indexes, the version.
+async fn observe_the_rest(
+    mut obs: ClusterObservation,
+    online: Vec<String>,
+    client: &Client,
+    templates: &[TemplateConfig],
+) -> ClusterObservation {
+    if obs.error.is_some() {
+        return obs;
+    }
     // The token's privileges and the appliance indexes only matter for what is not cached (or `latest`):
     // a converged cluster costs no call for them.
     let needs = needs(&obs, templates);
     if needs == Needs::Nothing {
         return obs;
     }
-    let online: Vec<String> =
-        nodes.iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node.clone()).collect();
     let indexes = async {
         if needs == Needs::Indexes { join_all(online.iter().map(|n| client.appliances(n))).await } else { Vec::new() }
     };
@@ -103,13 +138,13 @@ pub(super) async fn observe_cluster(
             PermissionMap::new(map.into_iter().map(|(path, privs)| (path, privs.into_keys().collect())).collect())
         }
         Err(e) => {
-            tracing::warn!(cluster = %cfg.name, error = %e, "cannot read the token's permissions; skipping the preflight");
+            tracing::warn!(cluster = %obs.name, error = %e, "cannot read the token's permissions; skipping the preflight");
             PermissionMap::unknown()
         }
     };
     for (node, result) in online.into_iter().zip(fetched) {
         if let Err(e) = &result {
-            tracing::warn!(cluster = %cfg.name, %node, error = %e, "cannot read the node's appliance index; its templates are unknown this pass");
+            tracing::warn!(cluster = %obs.name, %node, error = %e, "cannot read the node's appliance index; its templates are unknown this pass");
         }
         let entries = result.map_err(|e| e.to_string()).map(|list| {
             list.into_iter()

@@ -203,6 +203,13 @@ impl Plan {
         !self.downloads.is_empty()
     }
 
+    /// Whether every item is cached, with nothing to download or delete.
+    pub fn all_cached(&self) -> bool {
+        self.downloads.is_empty()
+            && self.deletions.is_empty()
+            && self.items.iter().all(|i| matches!(i.state, ItemState::Cached { .. }))
+    }
+
     /// Whether anything is blocked (a deletion too).
     pub fn has_blocked(&self) -> bool {
         self.items.iter().any(|i| matches!(i.state, ItemState::Blocked(_)))

@@ -178,3 +178,51 @@ fn typos_get_a_suggestion_and_a_wrong_storage_is_reported_even_when_cached() {
     assert!(b.reason.contains("storage lcoal is not") && b.reason.contains("did you mean 'local'?"), "{}", b.reason);
     assert!(b.reason.contains("usable there: local"), "{}", b.reason);
 }
+
+#[test]
+fn the_steady_key_covers_everything_an_all_cached_plan_reads() {
+    let cfg = config(StorageSelector::Auto, &["alpine-3.22"]);
+    let steady = |avail: u64| {
+        let mut obs = observed(&["a", "b"], vec![storage("local", false, &["a", "b"], avail, &[ALPINE])]);
+        obs.indexes.clear();
+        obs
+    };
+    let obs = steady(GB);
+    assert!(!obs.fetched_beyond_listings());
+    let first = plan(&cfg, std::slice::from_ref(&obs));
+    assert!(first.all_cached(), "{first:?}");
+    let key = obs.steady_key().unwrap();
+
+    // Free space is not read by an all-cached plan, and not in the key: a full disk plans the same.
+    for avail in [0, 1, 7 * GB] {
+        let other = steady(avail);
+        assert_eq!(other.steady_key(), Some(key));
+        assert_eq!(plan(&cfg, std::slice::from_ref(&other)), first, "avail {avail}");
+    }
+    // Everything it does read changes the key.
+    let mut changes: Vec<(&str, ClusterObservation)> = Vec::new();
+    let mut o = steady(GB);
+    o.nodes[1].online = false;
+    changes.push(("a node went offline", o));
+    let mut o = steady(GB);
+    o.storages.get_mut("local").unwrap().on_nodes.get_mut("b").unwrap().active = false;
+    changes.push(("a storage went inactive", o));
+    let mut o = steady(GB);
+    o.storages.get_mut("local").unwrap().node_volumes.insert("b".into(), Ok(vec![]));
+    changes.push(("a file went away", o));
+    let mut o = steady(GB);
+    o.storages.get_mut("local").unwrap().node_volumes.insert("b".into(), Err("timeout".into()));
+    changes.push(("a listing failed", o));
+    let mut o = steady(GB);
+    o.nodes[0].arch = "arm64".into();
+    changes.push(("an architecture changed", o));
+    let mut o = steady(GB);
+    o.storages.insert("nfs".into(), storage("nfs", true, &["a", "b"], GB, &[]));
+    changes.push(("a storage appeared", o));
+    for (what, o) in changes {
+        assert_ne!(o.steady_key(), Some(key), "{what}");
+    }
+    let mut unobserved = steady(GB);
+    unobserved.error = Some("unreachable".into());
+    assert_eq!(unobserved.steady_key(), None, "a cluster not observed has no key");
+}
