@@ -21,7 +21,12 @@ fn plan() -> Plan {
     let node = |n: &str| Scope::Node(n.into());
     Plan {
         items: vec![
-            item("lab", node("pve1"), "alpine-3.22", ItemState::Cached { volid: format!("local:vztmpl/{ALPINE}") }),
+            item(
+                "lab",
+                node("pve1"),
+                "alpine-3.22",
+                ItemState::Cached { volid: format!("local:vztmpl/{ALPINE}").into() },
+            ),
             item("lab", node("pve2"), "alpine-3.22", ItemState::Download { download: 0 }),
             item("lab", node("pve3"), "alpine-3.22", ItemState::Blocked(Blocked::retryable("node pve3 is offline"))),
             item(

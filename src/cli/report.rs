@@ -26,7 +26,7 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &B
         .map(|item| {
             let (state, storage, detail) = match &item.state {
                 ItemState::Cached { volid } => {
-                    ("cached".to_string(), volid.split(':').next().unwrap_or("").to_string(), volid.clone())
+                    ("cached".to_string(), volid.split(':').next().unwrap_or("").to_string(), volid.to_string())
                 }
                 ItemState::Download { download } => {
                     let d = &plan.downloads[*download];
@@ -62,9 +62,9 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &B
                 ItemState::Blocked(b) => ("blocked".to_string(), "-".to_string(), b.reason.clone()),
             };
             Row {
-                cluster: item.cluster.clone(),
+                cluster: item.cluster.to_string(),
                 node: item.node.to_string(),
-                template: item.template.clone(),
+                template: item.template.to_string(),
                 state,
                 storage,
                 detail,

@@ -66,8 +66,8 @@ fn downloading_cell(t: &crate::daemon::status::TemplateStatus) -> String {
 pub(super) fn render(status: &Status) -> String {
     let mut templates: Vec<String> = Vec::new();
     for t in status.clusters.iter().flat_map(|c| &c.nodes).flat_map(|n| &n.templates) {
-        if !templates.contains(&t.template) {
-            templates.push(t.template.clone());
+        if !templates.iter().any(|l| **l == *t.template) {
+            templates.push(t.template.to_string());
         }
     }
     let mut rows: Vec<Vec<String>> =
@@ -77,7 +77,7 @@ pub(super) fn render(status: &Status) -> String {
         for n in &c.nodes {
             let mut row = vec![format!("{}/{}", c.name, n.name)];
             for label in &templates {
-                let cell = match n.templates.iter().find(|t| &t.template == label) {
+                let cell = match n.templates.iter().find(|t| *t.template == **label) {
                     None => "".to_string(),
                     Some(t) => match t.state {
                         TemplateState::Cached => "✓".to_string(),

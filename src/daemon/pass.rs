@@ -40,8 +40,8 @@ impl PassResult {
                 ItemState::Cached { .. } => false,
             };
             match nodes.last_mut() {
-                Some(((c, n), f)) if *c == item.cluster && n == item.node.as_str() => *f |= failing,
-                _ => nodes.push(((item.cluster.clone(), item.node.to_string()), failing)),
+                Some(((c, n), f)) if **c == *item.cluster && n == item.node.as_str() => *f |= failing,
+                _ => nodes.push(((item.cluster.to_string(), item.node.to_string()), failing)),
             }
         }
         nodes
@@ -121,7 +121,7 @@ fn progress_sink(plan: &Plan, shared: &Arc<Shared>) -> ProgressSink {
     for item in &plan.items {
         if let ItemState::Download { download } = item.state {
             if let Some((_, items)) = served.get_mut(download) {
-                items.push((item.node.to_string(), item.template.clone()));
+                items.push((item.node.to_string(), item.template.to_string()));
             }
         }
     }

@@ -228,7 +228,7 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
                         .iter()
                         .find(|c| c.name == cluster)
                         .and_then(|c| c.nodes.iter().find(|n| n.name == node))
-                        .and_then(|n| n.templates.iter().find(|t| t.template == label));
+                        .and_then(|n| n.templates.iter().find(|t| *t.template == *label));
                     if let Some(t) = t {
                         describe(&mut r, t);
                     }

@@ -5,6 +5,7 @@
 //! the JSON shape is a contract (`tests/status_json.rs` pins it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -177,10 +178,11 @@ impl TemplateState {
 /// One template on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateStatus {
-    pub template: String,
+    /// Shared with the plan (one allocation per label), as are `volid` and `storage`.
+    pub template: Arc<str>,
     pub state: TemplateState,
-    pub volid: Option<String>,
-    pub storage: Option<String>,
+    pub volid: Option<Arc<str>>,
+    pub storage: Option<Arc<str>>,
     pub upid: Option<String>,
     pub progress: Option<u8>,
     pub error: Option<String>,
@@ -212,22 +214,33 @@ pub fn templates_from<'p>(
     outcomes: Option<&[Outcome]>,
 ) -> BTreeMap<(&'p str, &'p Scope), Vec<TemplateStatus>> {
     let mut out: BTreeMap<(&str, &Scope), Vec<TemplateStatus>> = BTreeMap::new();
+    // A cluster has a handful of storages: one name each, shared by every entry on it.
+    let mut storages: Vec<Arc<str>> = Vec::new();
+    let mut storage = |name: &str| -> Arc<str> {
+        if let Some(s) = storages.iter().find(|s| &***s == name) {
+            return Arc::clone(s);
+        }
+        let s: Arc<str> = Arc::from(name);
+        storages.push(Arc::clone(&s));
+        s
+    };
     for item in &plan.items {
-        let base = TemplateStatus { template: item.template.clone(), ..Default::default() };
+        let base = TemplateStatus { template: Arc::clone(&item.template), ..Default::default() };
         let t = match &item.state {
             ItemState::Cached { volid } => TemplateStatus {
                 state: TemplateState::Cached,
-                storage: volid.split(':').next().map(String::from),
-                volid: Some(volid.clone()),
+                storage: volid.split(':').next().map(&mut storage),
+                volid: Some(Arc::clone(volid)),
                 ..base
             },
             ItemState::Download { download } => {
                 let d = &plan.downloads[*download];
-                let storage = Some(d.storage.clone());
+                let storage = Some(storage(&d.storage));
                 match outcomes.and_then(|o| o.get(*download)) {
                     None => TemplateStatus { state: TemplateState::Missing, storage, ..base },
                     Some(Outcome::Finished { .. } | Outcome::AlreadyPresent) => {
-                        TemplateStatus { state: TemplateState::Cached, storage, volid: Some(d.volid()), ..base }
+                        let volid = Some(Arc::from(d.volid()));
+                        TemplateStatus { state: TemplateState::Cached, storage, volid, ..base }
                     }
                     Some(Outcome::Failed { upid, error, .. }) => TemplateStatus {
                         state: TemplateState::Failed,
@@ -242,7 +255,7 @@ pub fn templates_from<'p>(
                 TemplateStatus { state: TemplateState::Blocked, error: Some(b.reason.clone()), ..base }
             }
         };
-        out.entry((item.cluster.as_str(), &item.node)).or_default().push(t);
+        out.entry((&*item.cluster, &item.node)).or_default().push(t);
     }
     // The status keeps these lists: growth by doubling would leave a third of 20,000 entries unused.
     out.values_mut().for_each(Vec::shrink_to_fit);
@@ -479,7 +492,7 @@ impl Status {
     /// covered cluster was published as it finished.
     pub fn retain_clusters<'p>(&mut self, plans: impl IntoIterator<Item = &'p Plan>) {
         let covered: std::collections::HashSet<&str> =
-            plans.into_iter().flat_map(|p| p.items.first()).map(|i| i.cluster.as_str()).collect();
+            plans.into_iter().flat_map(|p| p.items.first()).map(|i| &*i.cluster).collect();
         self.clusters.retain(|c| covered.contains(c.name.as_str()));
     }
 
@@ -498,7 +511,7 @@ impl Status {
         let Some(c) = self.cluster_mut(cluster) else { return };
         for (node, template) in items {
             let Some(n) = find_node(&mut c.nodes, node) else { continue };
-            for t in n.templates.iter_mut().filter(|t| t.template == *template) {
+            for t in n.templates.iter_mut().filter(|t| *t.template == **template) {
                 t.state = state;
                 t.upid = p.upid.clone();
                 t.progress = p.percent();

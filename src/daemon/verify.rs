@@ -41,12 +41,12 @@ impl Ledger {
             .items
             .iter()
             .filter_map(|i| match &i.state {
-                ItemState::Cached { volid } => Some((i.cluster.as_str(), volid.as_str())),
+                ItemState::Cached { volid } => Some((&*i.cluster, &**volid)),
                 _ => None,
             })
             .collect();
         let mut corrupt = self.corrupt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let clusters: HashSet<&str> = plan.items.iter().map(|i| i.cluster.as_str()).collect();
+        let clusters: HashSet<&str> = plan.items.iter().map(|i| &*i.cluster).collect();
         corrupt.retain(|(c, v), _| !clusters.contains(c.as_str()) || cached.contains(&(c.as_str(), v.as_str())));
         let now = SystemTime::now();
         for ((c, volid), error) in corrupt.iter().filter(|((c, _), _)| clusters.contains(c.as_str())) {
@@ -76,7 +76,7 @@ impl Verifier for Ledger {
             let ItemState::Cached { volid } = &item.state else { continue };
             let node = item.node.as_str();
             let Some(t) =
-                config.templates.iter().find(|t| t.label == item.template && t.applies_to(&item.cluster, node))
+                config.templates.iter().find(|t| *t.label == *item.template && t.applies_to(&item.cluster, node))
             else {
                 continue;
             };
@@ -97,10 +97,10 @@ impl Verifier for Ledger {
             };
             let shared = observed.storages.get(storage).is_some_and(|s| s.shared);
             let key: Key = (
-                item.cluster.clone(),
+                item.cluster.to_string(),
                 storage.to_string(),
                 if shared { String::new() } else { node.to_string() },
-                volid.clone(),
+                volid.to_string(),
             );
             let first = self.started + offset(&key, period);
             let since = last.get(&key).copied();
@@ -117,7 +117,7 @@ impl Verifier for Ledger {
             }
             out.push(Verification {
                 download: Download {
-                    cluster: item.cluster.clone(),
+                    cluster: item.cluster.to_string(),
                     node: node.to_string(),
                     storage: storage.to_string(),
                     shared,

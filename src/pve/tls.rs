@@ -36,15 +36,11 @@ pub fn root_store(pem: &[u8], path: &std::path::Path) -> Result<rustls::RootCert
 
 /// Builds the rustls configuration for a TLS mode; for pinned modes, `pins` is the live set the verifier checks.
 pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    // Prefer the SHA-256 suites: every pass opens fresh connections (pveproxy drops idle ones after 5 s), and
-    // their key schedule hashes with SHA-256, which CPUs accelerate (SHA-NI) where SHA-384 runs in software.
-    provider.cipher_suites.sort_by_key(|s| s.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
-    let provider = Arc::new(provider);
+    let provider = Arc::clone(provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let config = match mode {
+    let mut config = match mode {
         TlsMode::CaFile { path, pem } => builder.with_root_certificates(root_store(pem, path)?).with_no_client_auth(),
         TlsMode::Pinned(configured) => {
             if let Ok(mut set) = pins.write() {
@@ -61,7 +57,26 @@ pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Resu
             .with_custom_certificate_verifier(Arc::new(Verifier { pins: None, provider, seen }))
             .with_no_client_auth(),
     };
+    // A cluster's client talks to its few endpoints: rustls' default of 256 remembered servers preallocates
+    // for a browser, about 10 KiB per cluster a fleet would keep for nothing.
+    config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMED_SERVERS);
     Ok(config)
+}
+
+/// How many servers' TLS sessions a cluster's client remembers for resumption (its endpoints).
+const RESUMED_SERVERS: usize = 16;
+
+/// The crypto provider every client shares (one copy of its suite lists, not one per cluster).
+fn provider() -> &'static Arc<CryptoProvider> {
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER.get_or_init(|| {
+        let mut provider = rustls::crypto::ring::default_provider();
+        // Prefer the SHA-256 suites: every pass opens fresh connections (pveproxy drops idle ones after 5 s),
+        // and their key schedule hashes with SHA-256, which CPUs accelerate (SHA-NI) where SHA-384 runs in
+        // software.
+        provider.cipher_suites.sort_by_key(|s| s.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+        Arc::new(provider)
+    })
 }
 
 /// Pins the leaf certificate to a set (or, without pins, accepts any) and checks handshake signatures

@@ -14,7 +14,8 @@ use crate::template::{TemplateName, TemplateSpec, compare_recency};
 /// A template file on a storage, as kept between passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vol {
-    pub volid: Box<str>,
+    /// Shared with the observation's volume (and the plan items that find it cached).
+    pub volid: Arc<str>,
     pub size: Option<u64>,
 }
 
@@ -227,7 +228,7 @@ fn reuse(before: Option<&Listing>, volumes: &[super::observation::Volume]) -> Li
 
 /// A listing in the kept form.
 pub fn to_vols(volumes: &[super::observation::Volume]) -> Arc<[Vol]> {
-    volumes.iter().map(|v| Vol { volid: v.volid.as_str().into(), size: v.size }).collect()
+    volumes.iter().map(|v| Vol { volid: Arc::clone(&v.volid), size: v.size }).collect()
 }
 
 #[cfg(test)]

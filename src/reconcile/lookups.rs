@@ -4,6 +4,7 @@
 //! per pass. A cluster that could not be observed is one line, not one per template.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::apply::Outcome;
@@ -12,7 +13,7 @@ use super::plan::{ItemState, Plan, Scope};
 /// What was last logged for a (node, template): enough to notice a change, nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Logged {
-    Hit(String),
+    Hit(Arc<str>),
     Miss { storage: String, file: String },
     Blocked(String),
 }
@@ -46,7 +47,7 @@ impl Logged {
 /// steady pass looks every item up by `&str`, without building a key.
 #[derive(Debug, Default)]
 struct ClusterLog {
-    nodes: HashMap<String, HashMap<String, Logged>>,
+    nodes: HashMap<Arc<str>, HashMap<Arc<str>, Logged>>,
 }
 
 /// The last logged state of every (cluster, node, template), updated cluster by cluster each pass.
@@ -61,7 +62,7 @@ impl LookupLog {
     pub fn log_changes(&mut self, plan: &Plan) {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for item in &plan.items {
-            *seen.entry(item.cluster.as_str()).or_default() += 1;
+            *seen.entry(&*item.cluster).or_default() += 1;
         }
         for cluster in seen.keys() {
             if !self.last.contains_key(*cluster) {
@@ -70,17 +71,17 @@ impl LookupLog {
         }
         let mut unobserved_logged: Vec<&str> = Vec::new();
         for item in &plan.items {
-            let (cluster, node, template) = (item.cluster.as_str(), &item.node, item.template.as_str());
+            let (cluster, node, template) = (&*item.cluster, &item.node, &*item.template);
             let Some(log) = self.last.get_mut(cluster) else { continue };
             let templates = match log.nodes.get_mut(node.as_str()) {
                 Some(t) => t,
-                None => log.nodes.entry(node.to_string()).or_default(),
+                None => log.nodes.entry(node_key(node)).or_default(),
             };
             match templates.get_mut(template) {
                 Some(before) if before.is(&item.state, plan) => continue,
                 Some(before) => *before = Logged::of(&item.state, plan),
                 None => {
-                    templates.insert(template.to_string(), Logged::of(&item.state, plan));
+                    templates.insert(Arc::clone(&item.template), Logged::of(&item.state, plan));
                 }
             }
             match (&item.state, node) {
@@ -107,12 +108,12 @@ impl LookupLog {
                 continue;
             }
             let mut keep: HashMap<&str, Vec<&str>> = HashMap::new();
-            for item in plan.items.iter().filter(|i| i.cluster == cluster) {
+            for item in plan.items.iter().filter(|i| &*i.cluster == cluster) {
                 keep.entry(item.node.as_str()).or_default().push(&item.template);
             }
             log.nodes.retain(|node, templates| {
-                let Some(wanted) = keep.get(node.as_str()) else { return false };
-                templates.retain(|t, _| wanted.contains(&t.as_str()));
+                let Some(wanted) = keep.get(&**node) else { return false };
+                templates.retain(|t, _| wanted.contains(&&**t));
                 true
             });
         }
@@ -127,11 +128,11 @@ impl LookupLog {
                 let volid = plan.downloads[download].volid();
                 let logged = self
                     .last
-                    .get_mut(item.cluster.as_str())
+                    .get_mut(&*item.cluster)
                     .and_then(|c| c.nodes.get_mut(item.node.as_str()))
-                    .and_then(|n| n.get_mut(item.template.as_str()));
+                    .and_then(|n| n.get_mut(&*item.template));
                 if let Some(logged) = logged {
-                    *logged = Logged::Hit(volid);
+                    *logged = Logged::Hit(volid.into());
                 }
             }
         }
@@ -143,9 +144,17 @@ impl LookupLog {
     }
 }
 
+/// The log's key for a node: its shared name, or `*` for the whole cluster.
+fn node_key(node: &Scope) -> Arc<str> {
+    match node {
+        Scope::Node(name) => Arc::clone(name),
+        Scope::Cluster => Arc::from("*"),
+    }
+}
+
 /// One line per cluster and pass: counts and duration.
 pub fn log_summary(plan: &Plan, outcomes: &[Outcome], elapsed: Duration) {
-    let Some(cluster) = plan.items.first().map(|i| i.cluster.as_str()) else { return };
+    let Some(cluster) = plan.items.first().map(|i| &*i.cluster) else { return };
     let (mut cached, mut downloaded, mut failed, mut blocked) = (0usize, 0usize, 0usize, 0usize);
     for item in &plan.items {
         match &item.state {

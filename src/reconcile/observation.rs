@@ -2,6 +2,7 @@
 //! and read by [`super::plan`]; nothing here does I/O.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::template::{TemplateName, TemplateSpec, compare_recency};
 
@@ -173,7 +174,8 @@ impl StorageObservation {
 /// A template file on a storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
-    pub volid: String,
+    /// Shared with the plan items (and status entries) that find it cached.
+    pub volid: Arc<str>,
     pub file: String,
     pub size: Option<u64>,
     /// The file name parsed once, when observed (`None` for names that are not template names).
@@ -184,7 +186,7 @@ impl Volume {
     /// A volume, its file name parsed.
     pub fn new(volid: String, file: String, size: Option<u64>) -> Self {
         let name = TemplateName::parse(&file);
-        Self { volid, file, size, name }
+        Self { volid: volid.into(), file, size, name }
     }
 }
 

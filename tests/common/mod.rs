@@ -201,7 +201,7 @@ impl Daemon {
                 .flat_map(|c| &c.nodes)
                 .filter(|n| n.name == node)
                 .flat_map(|n| &n.templates)
-                .find(|t| t.template == template)
+                .find(|t| &*t.template == template)
                 .map(|t| t.state.as_str().to_string())
                 .unwrap_or_default()
         })

@@ -5,6 +5,7 @@
 //! storage vztmpld fills are planned for deletion (once per shared storage), only once the newest is there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -53,13 +54,14 @@ pub struct Deletion {
     pub after: Option<usize>,
 }
 
-/// The state of one template on one node.
+/// The state of one template on one node. Its names are shared (one allocation per cluster, node, label and
+/// volume, not per item): a fleet's plan has tens of thousands of items, and a converged cluster's is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlanItem {
-    pub cluster: String,
+    pub cluster: Arc<str>,
     pub node: Scope,
     /// The template's label (`alpine-3.22`, or a url template's file name).
-    pub template: String,
+    pub template: Arc<str>,
     pub state: ItemState,
 }
 
@@ -68,7 +70,7 @@ pub struct PlanItem {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ItemState {
     /// A matching file is there.
-    Cached { volid: String },
+    Cached { volid: Arc<str> },
     /// `plan.downloads[download]` will provide it.
     Download { download: usize },
     /// It cannot be provided until something changes.
@@ -103,7 +105,7 @@ pub enum Scope {
     /// Every targeted node of the cluster.
     Cluster,
     /// One node.
-    Node(String),
+    Node(Arc<str>),
 }
 
 impl Scope {
@@ -225,12 +227,17 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
         let Some(obs) = observed.iter().find(|o| o.name == cluster.name) else { continue };
         let templates: Vec<&TemplateConfig> =
             config.templates.iter().filter(|t| t.clusters.as_ref().is_none_or(|c| c.contains(&cluster.name))).collect();
+        let name: Arc<str> = Arc::from(cluster.name.as_str());
+        let labels: HashMap<&str, Arc<str>> =
+            templates.iter().map(|t| (t.label.as_str(), Arc::from(t.label.as_str()))).collect();
+        let label =
+            |t: &TemplateConfig| labels.get(t.label.as_str()).cloned().unwrap_or_else(|| t.label.as_str().into());
         if let Some(err) = &obs.error {
             for t in &templates {
                 out.items.push(PlanItem {
-                    cluster: cluster.name.clone(),
+                    cluster: Arc::clone(&name),
                     node: Scope::Cluster,
-                    template: t.label.clone(),
+                    template: label(t),
                     state: ItemState::Blocked(Blocked { reason: err.clone(), retryable: obs.error_retryable }),
                 });
             }
@@ -240,6 +247,7 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
             ClusterPlanner { obs, selector: &cluster.storage, mirrors: &cluster.mirrors, load: Default::default() };
         let mut pruned: HashSet<(String, String, String)> = HashSet::new();
         for node in &obs.nodes {
+            let node_name: Arc<str> = Arc::from(node.name.as_str());
             let here: Vec<&TemplateConfig> =
                 templates.iter().copied().filter(|t| t.applies_to(&cluster.name, &node.name)).collect();
             for t in &here {
@@ -263,9 +271,9 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                     }
                 };
                 out.items.push(PlanItem {
-                    cluster: cluster.name.clone(),
-                    node: Scope::Node(node.name.clone()),
-                    template: t.label.clone(),
+                    cluster: Arc::clone(&name),
+                    node: Scope::Node(Arc::clone(&node_name)),
+                    template: label(t),
                     state,
                 });
             }

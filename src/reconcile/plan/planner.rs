@@ -9,7 +9,7 @@ use crate::reconcile::observation::{ClusterObservation, IndexEntry, NodeObservat
 use crate::template::{TemplateSpec, compare_recency};
 
 pub(super) enum Resolution {
-    Cached(String),
+    Cached(std::sync::Arc<str>),
     Download(Box<Download>),
     Blocked(Blocked),
 }
@@ -64,7 +64,7 @@ impl ClusterPlanner<'_> {
         })
     }
 
-    pub(super) fn has_file(&self, node: &str, file: &str) -> Option<String> {
+    pub(super) fn has_file(&self, node: &str, file: &str) -> Option<std::sync::Arc<str>> {
         find_cached(self.obs, node, "", &TemplateSpec::File(file.to_string())).map(|v| v.volid.clone())
     }
 

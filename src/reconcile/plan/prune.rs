@@ -39,7 +39,7 @@ impl ClusterPlanner<'_> {
             .filter_map(|v| v.name.as_ref().filter(|n| spec.matches(n, &node.arch)).map(|n| (v, n)))
             .collect();
         matching.sort_by(|a, b| compare_recency(b.1, a.1));
-        let kept: Vec<String> = matching.iter().take(keep).map(|(v, _)| v.volid.clone()).collect();
+        let kept: Vec<String> = matching.iter().take(keep).map(|(v, _)| v.volid.to_string()).collect();
         if !kept.iter().any(|v| v == newest) {
             // A newer build than the one the template resolves to is there (put by hand): leave it all alone.
             return Vec::new();
@@ -52,7 +52,7 @@ impl ClusterPlanner<'_> {
         matching
             .iter()
             .skip(keep)
-            .filter(|(v, _)| v.volid != newest)
+            .filter(|(v, _)| &*v.volid != newest)
             .filter(|(v, n)| {
                 !cluster_templates
                     .iter()
@@ -63,7 +63,7 @@ impl ClusterPlanner<'_> {
                 node: node.name.clone(),
                 storage: target.clone(),
                 shared,
-                volid: v.volid.clone(),
+                volid: v.volid.to_string(),
                 template: t.label.clone(),
                 kept: kept.clone(),
                 blocked: blocked.clone(),

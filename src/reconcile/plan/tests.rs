@@ -137,7 +137,7 @@ fn a_file_on_any_visible_storage_satisfies_the_spec() {
         vec![storage("local", false, &["a"], GB, &[]), storage("other", false, &["a"], GB, &[ALPINE])],
     );
     let p = plan(&config(StorageSelector::Auto, &["alpine"]), &[obs]);
-    assert_eq!(p.items[0].state, ItemState::Cached { volid: format!("other:vztmpl/{ALPINE}") });
+    assert_eq!(p.items[0].state, ItemState::Cached { volid: format!("other:vztmpl/{ALPINE}").into() });
     assert!(p.downloads.is_empty());
 }
 
