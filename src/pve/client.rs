@@ -30,6 +30,19 @@ pub fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
+/// The HTTP client over a TLS configuration: timeouts, no redirects, idle connections kept 4 s.
+fn http_client(tls: rustls::ClientConfig, options: &ClientOptions) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(4))
+        .user_agent(concat!("vztmpld/", env!("CARGO_PKG_VERSION")))
+        // Proxmox never redirects an API call; a redirect is an answer from something else (see `send`).
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// The node a UPID belongs to (`UPID:<node>:...`): the only part of a UPID vztmpld reads.
 pub fn upid_node(upid: &str) -> Option<&str> {
     let rest = upid.strip_prefix("UPID:")?;
@@ -83,7 +96,10 @@ pub struct Client {
     observer: std::sync::OnceLock<AnswerObserver>,
     cluster: String,
     endpoints: Vec<reqwest::Url>,
-    http: reqwest::Client,
+    /// The HTTP client and its connection pool; replaced by [`Client::close_idle_connections`].
+    http: std::sync::Mutex<reqwest::Client>,
+    /// What builds it again.
+    tls: rustls::ClientConfig,
     auth: HeaderValue,
     permits: Semaphore,
     /// Index of the endpoint that answered last: later calls start there.
@@ -116,16 +132,8 @@ impl Client {
         };
         let pins = Pins::default();
         let tls = client_config(&cfg.tls, Arc::clone(&seen), &pins).map_err(tls_error)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(options.timeout)
-            .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(4))
-            .user_agent(concat!("vztmpld/", env!("CARGO_PKG_VERSION")))
-            // Proxmox never redirects an API call; a redirect is an answer from something else (see `send`).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
+        let http =
+            http_client(tls.clone(), &options).map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
         let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret.expose()))
             .map_err(|_| PveError::Setup {
                 cluster: cfg.name.clone(),
@@ -136,7 +144,8 @@ impl Client {
             observer: std::sync::OnceLock::new(),
             cluster: cfg.name.clone(),
             endpoints: cfg.endpoints.clone(),
-            http,
+            http: std::sync::Mutex::new(http),
+            tls,
             auth,
             permits: Semaphore::new(options.max_in_flight.max(1)),
             preferred: AtomicUsize::new(0),
@@ -145,6 +154,18 @@ impl Client {
             learned_at: std::sync::Mutex::new(None),
             options,
         })
+    }
+
+    /// Closes the connections kept for reuse (requests under way keep theirs): a pass is over for this
+    /// cluster, and the next one is minutes away, while pveproxy drops an idle connection after 5 s. Holding
+    /// them till then would only keep their buffers — every cluster's at once at the end of a pass. The TLS
+    /// sessions stay remembered, so the next pass still resumes them.
+    pub fn close_idle_connections(&self) {
+        match http_client(self.tls.clone(), &self.options) {
+            Ok(fresh) => *self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh,
+            // Built once already with the same settings; if it fails now, the old pool simply stays.
+            Err(e) => tracing::debug!(cluster = %self.cluster, error = %e, "cannot rebuild the HTTP client"),
+        }
     }
 
     /// Installs the answer observer (once).
@@ -221,7 +242,8 @@ impl Client {
     ) -> Result<Envelope<T>, PveError> {
         let endpoint = &self.endpoints[idx];
         let url = format!("{}/api2/json{path}", endpoint.origin().ascii_serialization());
-        let mut request = self.http.request(method.clone(), &url).header("Authorization", self.auth.clone());
+        let http = self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut request = http.request(method.clone(), &url).header("Authorization", self.auth.clone());
         if !query.is_empty() {
             request = request.query(query);
         }

@@ -186,6 +186,7 @@ impl Fleet {
             let settings = &self.config.downloads;
             let verifications = self.verifier.as_deref().map(|verifier| apply::Verifications { due, verifier });
             let outcomes = apply::apply_cluster(c, &plan, settings, progress, &self.gate, verifications).await;
+            c.client.close_idle_connections();
             on_applied(&plan, &outcomes, unchanged);
             ClusterPass { plan, outcomes, unchanged }
         });
