@@ -458,7 +458,8 @@ async fn status_shows_queued_then_moving_percentages_with_rate_and_eta() {
             let downloading: Vec<_> = ts
                 .iter()
                 .filter(|t| t.state == vztmpld::daemon::status::TemplateState::Downloading)
-                .map(|t| (t.progress, t.rate_bytes_per_second, t.eta_seconds, t.bytes_total))
+                .map(|t| t.detail())
+                .map(|d| (d.progress, d.rate_bytes_per_second, d.eta_seconds, d.bytes_total))
                 .collect();
             (queued, downloading, s.ready && s.all_cached())
         });

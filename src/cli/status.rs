@@ -51,11 +51,11 @@ pub(super) async fn run(addr: &str, token_file: Option<&std::path::Path>, json: 
 
 /// `↓ 42% 11.2 MiB/s 15s`: percent, then rate and time left when known.
 fn downloading_cell(t: &crate::daemon::status::TemplateStatus) -> String {
-    let mut cell = format!("↓ {}%", t.progress.unwrap_or(0));
-    if let Some(rate) = t.rate_bytes_per_second {
+    let mut cell = format!("↓ {}%", t.detail().progress.unwrap_or(0));
+    if let Some(rate) = t.detail().rate_bytes_per_second {
         cell.push_str(&format!(" {:.1} MiB/s", rate as f64 / (1024.0 * 1024.0)));
     }
-    if let Some(eta) = t.eta_seconds {
+    if let Some(eta) = t.detail().eta_seconds {
         cell.push_str(&format!(" {eta}s"));
     }
     cell
@@ -91,7 +91,7 @@ pub(super) fn render(status: &Status) -> String {
                                 c.name,
                                 n.name,
                                 t.template,
-                                t.error.clone().unwrap_or_default()
+                                t.error().unwrap_or_default()
                             ));
                             format!("✗ [{}]", notes.len())
                         }

@@ -206,7 +206,7 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
             let corrupt = shared.read(|s| {
                 let node = s.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name == node)?;
                 let t = node.templates.iter().find(|t| t.volid.as_deref() == Some(volid.as_str()))?;
-                (t.state == TemplateState::Corrupt).then(|| t.error.clone().unwrap_or_default())
+                (t.state == TemplateState::Corrupt).then(|| t.error().unwrap_or_default().to_string())
             });
             if let Some(error) = corrupt {
                 r.state = "blocked".into();
@@ -244,16 +244,17 @@ fn describe(r: &mut Resolution, t: &TemplateStatus) {
     match t.state {
         TemplateState::Downloading | TemplateState::Queued | TemplateState::Verifying => {
             r.state = "downloading".into();
-            r.upid.clone_from(&t.upid);
-            r.progress = t.progress;
-            r.bytes_done = t.bytes_done;
-            r.bytes_total = t.bytes_total;
-            r.eta_seconds = t.eta_seconds;
+            let d = t.detail();
+            r.upid.clone_from(&d.upid);
+            r.progress = d.progress;
+            r.bytes_done = d.bytes_done;
+            r.bytes_total = d.bytes_total;
+            r.eta_seconds = d.eta_seconds;
         }
         TemplateState::Failed | TemplateState::Blocked | TemplateState::Corrupt => {
             r.state = "blocked".into();
-            r.reason.clone_from(&t.error);
-            r.next_retry.clone_from(&t.next_retry);
+            r.reason.clone_from(&t.detail().error);
+            r.next_retry.clone_from(&t.detail().next_retry);
         }
         TemplateState::Missing | TemplateState::Cached => {}
     }

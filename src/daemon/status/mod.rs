@@ -2,17 +2,20 @@
 //! what is downloading, what failed or is blocked and why, with kube-style conditions.
 //!
 //! The loop changes it only through the methods here (`start_pass`, `publish_plan`, `finish_pass`, ...);
-//! the JSON shape is a contract (`tests/status_json.rs` pins it).
+//! the JSON shape is a contract (`tests/json_shape.rs` pins it).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod template;
+
+pub use template::{TemplateDetail, TemplateState, TemplateStatus, templates_from};
+
 use super::control::Trigger;
 use crate::reconcile::apply::{Outcome, Phase, Progress};
-use crate::reconcile::plan::{ItemState, Plan, Scope};
+use crate::reconcile::plan::{Plan, Scope};
 
 /// RFC 3339 time, to the second.
 pub fn timestamp(t: SystemTime) -> String {
@@ -140,126 +143,11 @@ pub struct NodeStatus {
     pub templates: Vec<TemplateStatus>,
 }
 
-/// Where one template stands on one node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TemplateState {
-    Cached,
-    /// Planned for download, not started yet.
-    #[default]
-    Missing,
-    /// Waiting for a free slot on its node or in its cluster.
-    Queued,
-    Downloading,
-    /// Transferred; Proxmox verifies the checksum and moves it into place.
-    Verifying,
-    Failed,
-    Blocked,
-    /// A deep verify found the cached file's checksum wrong (`verify`); with `repair` it is downloaded again.
-    Corrupt,
-}
-
-impl TemplateState {
-    /// The label used in metrics and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TemplateState::Cached => "cached",
-            TemplateState::Missing => "missing",
-            TemplateState::Queued => "queued",
-            TemplateState::Downloading => "downloading",
-            TemplateState::Verifying => "verifying",
-            TemplateState::Failed => "failed",
-            TemplateState::Blocked => "blocked",
-            TemplateState::Corrupt => "corrupt",
-        }
-    }
-}
-
-/// One template on one node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TemplateStatus {
-    /// Shared with the plan (one allocation per label), as are `volid` and `storage`.
-    pub template: Arc<str>,
-    pub state: TemplateState,
-    pub volid: Option<Arc<str>>,
-    pub storage: Option<Arc<str>>,
-    pub upid: Option<String>,
-    pub progress: Option<u8>,
-    pub error: Option<String>,
-    pub next_retry: Option<String>,
-    /// Bytes transferred (interpolated between the task log's lines), while downloading.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_done: Option<u64>,
-    /// The file's size, once the task log gave it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_total: Option<u64>,
-    /// Transfer rate, bytes per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_bytes_per_second: Option<u64>,
-    /// Seconds left at that rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eta_seconds: Option<u64>,
-}
-
 /// A node's retry schedule after a pass, as the scheduler decided it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeRetry {
     pub failures: u32,
     pub after: Duration,
-}
-
-/// Builds per-node template states from a plan, and (once applied) its outcomes.
-pub fn templates_from<'p>(
-    plan: &'p Plan,
-    outcomes: Option<&[Outcome]>,
-) -> BTreeMap<(&'p str, &'p Scope), Vec<TemplateStatus>> {
-    let mut out: BTreeMap<(&str, &Scope), Vec<TemplateStatus>> = BTreeMap::new();
-    // A cluster has a handful of storages: one name each, shared by every entry on it.
-    let mut storages: Vec<Arc<str>> = Vec::new();
-    let mut storage = |name: &str| -> Arc<str> {
-        if let Some(s) = storages.iter().find(|s| &***s == name) {
-            return Arc::clone(s);
-        }
-        let s: Arc<str> = Arc::from(name);
-        storages.push(Arc::clone(&s));
-        s
-    };
-    for item in &plan.items {
-        let base = TemplateStatus { template: Arc::clone(&item.template), ..Default::default() };
-        let t = match &item.state {
-            ItemState::Cached { volid } => TemplateStatus {
-                state: TemplateState::Cached,
-                storage: volid.split(':').next().map(&mut storage),
-                volid: Some(Arc::clone(volid)),
-                ..base
-            },
-            ItemState::Download { download } => {
-                let d = &plan.downloads[*download];
-                let storage = Some(storage(&d.storage));
-                match outcomes.and_then(|o| o.get(*download)) {
-                    None => TemplateStatus { state: TemplateState::Missing, storage, ..base },
-                    Some(Outcome::Finished { .. } | Outcome::AlreadyPresent) => {
-                        let volid = Some(Arc::from(d.volid()));
-                        TemplateStatus { state: TemplateState::Cached, storage, volid, ..base }
-                    }
-                    Some(Outcome::Failed { upid, error, .. }) => TemplateStatus {
-                        state: TemplateState::Failed,
-                        storage,
-                        upid: upid.clone(),
-                        error: Some(error.clone()),
-                        ..base
-                    },
-                }
-            }
-            ItemState::Blocked(b) => {
-                TemplateStatus { state: TemplateState::Blocked, error: Some(b.reason.clone()), ..base }
-            }
-        };
-        out.entry((&*item.cluster, &item.node)).or_default().push(t);
-    }
-    // The status keeps these lists: growth by doubling would leave a third of 20,000 entries unused.
-    out.values_mut().for_each(Vec::shrink_to_fit);
-    out
 }
 
 /// Sets a condition, keeping its transition time when its status did not change.
@@ -319,7 +207,7 @@ impl NodeStatus {
             self.templates
                 .iter()
                 .find(|t| t.state == s)
-                .map(|t| format!("{}: {}", t.template, t.error.clone().unwrap_or_default()))
+                .map(|t| format!("{}: {}", t.template, t.error().unwrap_or_default()))
                 .unwrap_or_default()
         };
         let total = self.templates.len();
@@ -447,7 +335,7 @@ impl Status {
             }
             let Some(c) = clusters.last_mut() else { continue };
             if *scope == Scope::Cluster {
-                c.error = templates.first().and_then(|t| t.error.clone());
+                c.error = templates.first().and_then(|t| t.error()).map(String::from);
             }
             let mut n = NodeStatus { name: scope.as_str().to_string(), templates, ..prev };
             n.derive_conditions(&stamp);
@@ -464,7 +352,7 @@ impl Status {
             let mut hit = false;
             for t in n.templates.iter_mut().filter(|t| t.volid.as_deref() == Some(volid)) {
                 t.state = TemplateState::Corrupt;
-                t.error = Some(error.to_string());
+                t.detail_mut().error = Some(error.to_string());
                 hit = true;
             }
             if hit {
@@ -513,12 +401,13 @@ impl Status {
             let Some(n) = find_node(&mut c.nodes, node) else { continue };
             for t in n.templates.iter_mut().filter(|t| *t.template == **template) {
                 t.state = state;
-                t.upid = p.upid.clone();
-                t.progress = p.percent();
-                t.bytes_done = p.done;
-                t.bytes_total = p.total;
-                t.rate_bytes_per_second = p.rate.map(|r| r as u64);
-                t.eta_seconds = p.eta().map(|d| d.as_secs());
+                let d = t.detail_mut();
+                d.upid.clone_from(&p.upid);
+                d.progress = p.percent();
+                d.bytes_done = p.done;
+                d.bytes_total = p.total;
+                d.rate_bytes_per_second = p.rate.map(|r| r as u64);
+                d.eta_seconds = p.eta().map(|d| d.as_secs());
             }
         }
     }
@@ -546,7 +435,7 @@ impl Status {
                 n.next_retry = retry.map(|r| timestamp(now + r.after));
                 for t in n.templates.iter_mut() {
                     if matches!(t.state, TemplateState::Failed | TemplateState::Blocked) {
-                        t.next_retry = n.next_retry.clone();
+                        t.detail_mut().next_retry.clone_from(&n.next_retry);
                     }
                 }
             }
