@@ -181,6 +181,11 @@ impl Fleet {
                     .as_ref()
                     .map(|v| v.due(&self.config, &plan, &observed.observation))
                     .unwrap_or_default();
+                if !due.is_empty() {
+                    // A verification may mark a file corrupt or repair it in place (same volid, same listing):
+                    // the next pass plans and publishes afresh, and the verify marks are applied again.
+                    c.steady.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                }
                 (plan, unchanged, progress, due)
             };
             let settings = &self.config.downloads;
