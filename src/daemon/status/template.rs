@@ -44,7 +44,7 @@ impl TemplateState {
 }
 
 /// One template on one node. Most entries are cached and carry nothing more, so the rest (`detail`) is boxed:
-/// a fleet's status holds tens of thousands of entries. The JSON shape is the flat one of [`Wire`].
+/// a fleet's status holds tens of thousands of entries. The JSON shape is the flat one of `Wire`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Wire", into = "Wire")]
 pub struct TemplateStatus {
