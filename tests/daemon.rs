@@ -484,3 +484,24 @@ async fn status_shows_queued_then_moving_percentages_with_rate_and_eta() {
     let log = d.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test]
+async fn the_served_status_is_the_snapshot_cluster_by_cluster() {
+    let sim = TestSim::start().await;
+    // A second cluster over the same simulator, so the served list holds more than one view.
+    let second = format!(
+        "  - name: second\n    endpoints: [{}]\n    auth: {{token_id: \"{}\", secret_file: lab.secret}}\n    tls: {{fingerprint: \"{}\"}}\n",
+        sim.server.endpoint, sim.server.token_id, sim.server.fingerprint
+    );
+    let cfg = write_config(&sim.server, "", &format!("{second}{ONE}"));
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("both clusters converged", |d| async move {
+        d.shared.read(|s| s.ready && !s.pass_running && s.all_cached() && s.clusters.len() == 2)
+    })
+    .await;
+    let served = d.status().await;
+    let held = d.shared.read(|s| serde_json::to_value(s).unwrap());
+    assert_eq!(served["clusters"].as_array().map(Vec::len), Some(2), "{served}");
+    assert_eq!(served, held, "the streamed document is the snapshot, byte for byte in meaning");
+    d.stop().await;
+}

@@ -142,15 +142,37 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    // Serialized under the read lock: no clone of a snapshot that grows with the fleet.
-    let body = {
-        let guard = shared.status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        serde_json::to_vec(&*guard)
-    };
-    match body {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+    // A snapshot under the read lock (the clusters' views are shared, not copied), written out one cluster
+    // at a time as the client reads: megabytes of JSON for a large fleet never sit in one buffer, and a slow
+    // client holds no lock.
+    let mut snapshot = shared.status.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let clusters = std::mem::take(&mut snapshot.clusters);
+    match status_head(&snapshot) {
+        Ok(head) => {
+            let views = clusters.into_iter().enumerate().map(|(i, c)| {
+                let mut piece = if i == 0 { Vec::new() } else { b",".to_vec() };
+                serde_json::to_writer(&mut piece, &*c).map(|()| piece)
+            });
+            let pieces = std::iter::once(Ok(head)).chain(views).chain(std::iter::once(Ok(b"]}".to_vec())));
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(futures_util::stream::iter(pieces)),
+            )
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the status: {e}\n")).into_response(),
     }
+}
+
+/// The status document up to its clusters' list, opened: `{..., "clusters":[`. `clusters` is its last field,
+/// so it is the status, without clusters, minus the closing `]}`.
+fn status_head(without_clusters: &Status) -> Result<Vec<u8>, String> {
+    let mut head = serde_json::to_vec(without_clusters).map_err(|e| e.to_string())?;
+    if !head.ends_with(b"[]}") {
+        return Err("the status document no longer ends with its clusters".into());
+    }
+    head.truncate(head.len() - 2);
+    Ok(head)
 }
 
 async fn reconcile(State(shared): State<Arc<Shared>>) -> Response {
@@ -165,4 +187,21 @@ async fn reconcile(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.encode())
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_head;
+    use crate::daemon::status::Status;
+
+    #[test]
+    fn the_status_head_opens_the_clusters_list_last() {
+        let head = status_head(&Status { version: "1.2.3".into(), ..Default::default() }).unwrap();
+        assert!(head.starts_with(b"{\"version\":\"1.2.3\""), "{}", String::from_utf8_lossy(&head));
+        assert!(head.ends_with(b",\"clusters\":["), "{}", String::from_utf8_lossy(&head));
+        let mut whole = head;
+        whole.extend_from_slice(b"]}");
+        let back: Status = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(back.version, "1.2.3");
+    }
 }

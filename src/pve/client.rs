@@ -40,6 +40,9 @@ fn http_client(tls: rustls::ClientConfig, options: &ClientOptions) -> reqwest::R
         .user_agent(concat!("vztmpld/", env!("CARGO_PKG_VERSION")))
         // Proxmox never redirects an API call; a redirect is an answer from something else (see `send`).
         .redirect(reqwest::redirect::Policy::none())
+        // `Client::call` retries (and knows which calls may be sent twice); reqwest's own policy would only
+        // copy every request up front for a retry it never makes on HTTP/1.1.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .build()
 }
 
@@ -56,7 +59,8 @@ pub struct ClientOptions {
     /// Whole-request timeout (pveproxy gives up forwarding after 30 s).
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Requests in flight per cluster: 2 of pveproxy's 3 workers, so the GUI and other clients keep one.
+    /// Requests in flight per cluster. One: each pass then needs one connection (a TCP and TLS handshake) per
+    /// cluster, and pveproxy keeps 2 of its 3 workers for the GUI and other clients.
     pub max_in_flight: usize,
     /// Tries per request, including the first.
     pub attempts: u32,
@@ -71,7 +75,7 @@ impl Default for ClientOptions {
         Self {
             timeout: Duration::from_secs(35),
             connect_timeout: Duration::from_secs(5),
-            max_in_flight: 2,
+            max_in_flight: 1,
             attempts: 3,
             backoff: Duration::from_millis(300),
             max_body: 16 * 1024 * 1024,
@@ -96,6 +100,8 @@ pub struct Client {
     observer: std::sync::OnceLock<AnswerObserver>,
     cluster: String,
     endpoints: Vec<reqwest::Url>,
+    /// Each endpoint's `https://host:port/api2/json`, built once rather than per request.
+    api_bases: Vec<String>,
     /// The HTTP client and its connection pool; replaced by [`Client::close_idle_connections`].
     http: std::sync::Mutex<reqwest::Client>,
     /// What builds it again.
@@ -144,6 +150,11 @@ impl Client {
             observer: std::sync::OnceLock::new(),
             cluster: cfg.name.clone(),
             endpoints: cfg.endpoints.clone(),
+            api_bases: cfg
+                .endpoints
+                .iter()
+                .map(|e| format!("{}/api2/json", e.origin().ascii_serialization()))
+                .collect(),
             http: std::sync::Mutex::new(http),
             tls,
             auth,
@@ -166,6 +177,11 @@ impl Client {
             // Built once already with the same settings; if it fails now, the old pool simply stays.
             Err(e) => tracing::debug!(cluster = %self.cluster, error = %e, "cannot rebuild the HTTP client"),
         }
+    }
+
+    /// How many requests this client sends at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.options.max_in_flight.max(1)
     }
 
     /// Installs the answer observer (once).
@@ -241,7 +257,10 @@ impl Client {
         form: &[(&str, String)],
     ) -> Result<Envelope<T>, PveError> {
         let endpoint = &self.endpoints[idx];
-        let url = format!("{}/api2/json{path}", endpoint.origin().ascii_serialization());
+        let base = &self.api_bases[idx];
+        let mut url = String::with_capacity(base.len() + path.len());
+        url.push_str(base);
+        url.push_str(path);
         let http = self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut request = http.request(method.clone(), &url).header("Authorization", self.auth.clone());
         if !query.is_empty() {
@@ -253,10 +272,6 @@ impl Client {
         let response = request.send().await.map_err(|e| self.transport_error(endpoint, method, path, &e))?;
         let status = response.status().as_u16();
         self.observe(ApiAnswer::Status(status));
-        let reason = response
-            .extensions()
-            .get::<hyper::ext::ReasonPhrase>()
-            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
         if (300..400).contains(&status) {
             let location = response
                 .headers()
@@ -274,6 +289,11 @@ impl Client {
                 ),
             });
         }
+        // Proxmox puts its error message in the reason phrase; kept only for an error.
+        let reason = (!(200..300).contains(&status))
+            .then(|| response.extensions().get::<hyper::ext::ReasonPhrase>())
+            .flatten()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
         let body = self.read_body(response, method, path).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| self.decode_error(method, path, e.to_string()));

@@ -4,7 +4,8 @@
 //! shared storage (not per node) and per local vztmpl storage of each online node. Only when something is
 //! not cached (or wants `latest`): `/access/permissions` for the preflight, and the appliance indexes.
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 
 use super::observation::{
     ClusterObservation, IndexEntry, NodeObservation, PermissionMap, StorageObservation, StorageOnNode, Volume,
@@ -124,7 +125,11 @@ async fn observe_the_rest(
         return obs;
     }
     let indexes = async {
-        if needs == Needs::Indexes { join_all(online.iter().map(|n| client.appliances(n))).await } else { Vec::new() }
+        if needs == Needs::Indexes {
+            in_order(online.iter(), client.max_in_flight(), |n| client.appliances(n)).await
+        } else {
+            Vec::new()
+        }
     };
     // OCI pulls need Proxmox VE 9: the version is read only when an OCI template is missing.
     let version = async { if oci_missing(&obs, templates) { Some(client.version().await) } else { None } };
@@ -179,7 +184,8 @@ async fn list_contents(obs: &mut ClusterObservation, client: &Client) {
             }
         }
     }
-    let results = join_all(jobs.iter().map(|(storage, _, via)| client.templates_on(via, storage))).await;
+    let results =
+        in_order(jobs.iter(), client.max_in_flight(), |(storage, _, via)| client.templates_on(via, storage)).await;
     for ((storage, key, _), result) in jobs.into_iter().zip(results) {
         let volumes = result.map_err(|e: PveError| e.to_string()).map(|list| {
             list.into_iter()
@@ -250,4 +256,23 @@ fn needs(obs: &ClusterObservation, templates: &[TemplateConfig]) -> Needs {
         }
     }
     needs
+}
+
+/// `call` on each item, at most `limit` at a time, the results in the items' order. Only the calls under
+/// way exist: a future per call waiting for its turn would hold a whole request's state (kilobytes) for
+/// nothing, in every cluster observed at once.
+async fn in_order<T, F: Future>(
+    items: impl IntoIterator<Item = T>,
+    limit: usize,
+    mut call: impl FnMut(T) -> F,
+) -> Vec<F::Output> {
+    let (mut waiting, mut running, mut done) = (items.into_iter(), FuturesOrdered::new(), Vec::new());
+    loop {
+        while running.len() < limit.max(1) {
+            let Some(item) = waiting.next() else { break };
+            running.push_back(call(item));
+        }
+        let Some(output) = running.next().await else { return done };
+        done.push(output);
+    }
 }

@@ -5,6 +5,7 @@
 //! the JSON shape is a contract (`tests/json_shape.rs` pins it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,9 @@ pub struct Status {
     /// The HA election, with `ha` configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<crate::ha::HaStatus>,
-    pub clusters: Vec<ClusterStatus>,
+    /// Shared, copied on write: `/api/v1/status` serves a snapshot of them one cluster at a time while
+    /// passes go on. The last field, so the server can write the rest first (`tests/json_shape.rs`).
+    pub clusters: Vec<Arc<ClusterStatus>>,
 }
 
 /// The configuration in force.
@@ -309,7 +312,7 @@ impl Status {
 
     /// Replaces the cluster/node/template part with a plan's view (and, once applied, its outcomes).
     pub fn publish_plan(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) {
-        self.clusters = self.views(plan, outcomes, now);
+        self.clusters = self.views(plan, outcomes, now).into_iter().map(Arc::new).collect();
     }
 
     /// Replaces only the clusters a plan covers (one cluster's plan, as soon as it is made); the others keep
@@ -317,8 +320,8 @@ impl Status {
     pub fn publish_cluster_plan(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) {
         for view in self.views(plan, outcomes, now) {
             match self.clusters.binary_search_by(|c| c.name.cmp(&view.name)) {
-                Ok(i) => self.clusters[i] = view,
-                Err(i) => self.clusters.insert(i, view),
+                Ok(i) => self.clusters[i] = Arc::new(view),
+                Err(i) => self.clusters.insert(i, Arc::new(view)),
             }
         }
     }
@@ -364,7 +367,7 @@ impl Status {
     fn cluster_mut(&mut self, name: &str) -> Option<&mut ClusterStatus> {
         // Clusters are kept sorted by name.
         let i = self.clusters.binary_search_by(|c| c.name.as_str().cmp(name)).ok()?;
-        self.clusters.get_mut(i)
+        self.clusters.get_mut(i).map(Arc::make_mut)
     }
 
     /// A node's conditions and retry state, moved out (its templates are about to be replaced).
@@ -428,7 +431,7 @@ impl Status {
             last.duration_seconds = Some((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
             last.outcome = outcome;
         }
-        for c in self.clusters.iter_mut() {
+        for c in self.clusters.iter_mut().map(Arc::make_mut) {
             for n in c.nodes.iter_mut() {
                 let retry = retries.get(&(c.name.clone(), n.name.clone()));
                 n.failures = retry.map_or(0, |r| r.failures);
