@@ -431,7 +431,14 @@ impl Status {
             last.duration_seconds = Some((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
             last.outcome = outcome;
         }
-        for c in self.clusters.iter_mut().map(Arc::make_mut) {
+        // Most passes schedule no retry: a node with none before and none now is left as it is, and its
+        // cluster's view is not copied away from a status read in progress.
+        let retrying: std::collections::HashSet<(&str, &str)> =
+            retries.keys().map(|(c, n)| (c.as_str(), n.as_str())).collect();
+        let touched = |c: &ClusterStatus, n: &NodeStatus| {
+            n.failures > 0 || n.next_retry.is_some() || retrying.contains(&(c.name.as_str(), n.name.as_str()))
+        };
+        for c in self.clusters.iter_mut().filter(|c| c.nodes.iter().any(|n| touched(c, n))).map(Arc::make_mut) {
             for n in c.nodes.iter_mut() {
                 let retry = retries.get(&(c.name.clone(), n.name.clone()));
                 n.failures = retry.map_or(0, |r| r.failures);
