@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::server::Shared;
 use super::{DaemonError, systemd};
 use crate::config::{self, Config};
-use crate::pve::{ApiAnswer, ClientOptions};
+use crate::pve::ClientOptions;
 use crate::reconcile::Fleet;
 
 /// Where the configuration comes from: a file, re-read on every reload.
@@ -111,11 +111,7 @@ impl Active {
     ) -> Result<Self, DaemonError> {
         let fleet = Fleet::new(config, source.client_options)?;
         for cluster in &fleet.clusters {
-            let shared = Arc::clone(shared);
-            let name = cluster.config.name.clone();
-            cluster
-                .client
-                .set_observer(Arc::new(move |answer: ApiAnswer<'_>| shared.metrics.record_api(&name, answer)));
+            cluster.client.set_observer(Arc::new(shared.metrics.api_observer(&cluster.config.name)));
         }
         shared.catalog.set_fleet(fleet.clone());
         Ok(Self { fleet, hash, generation, unreadable: None })
