@@ -276,3 +276,33 @@ async fn in_order<T, F: Future>(
         done.push(output);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::in_order;
+
+    #[tokio::test(start_paused = true)]
+    async fn in_order_keeps_the_order_and_runs_at_most_the_limit_at_once() {
+        let (running, most) = (Cell::new(0), Cell::new(0));
+        let call = |(i, ms): (usize, u64)| {
+            let (running, most) = (&running, &most);
+            async move {
+                running.set(running.get() + 1);
+                most.set(most.get().max(running.get()));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                running.set(running.get() - 1);
+                i
+            }
+        };
+        let items = [30, 10, 20, 5, 1].into_iter().enumerate();
+        assert_eq!(in_order(items.clone(), 2, call).await, vec![0, 1, 2, 3, 4]);
+        assert_eq!(most.get(), 2);
+        most.set(0);
+        assert_eq!(in_order(items, 1, call).await, vec![0, 1, 2, 3, 4]);
+        assert_eq!(most.get(), 1, "one at a time");
+        assert!(in_order(std::iter::empty::<(usize, u64)>(), 1, call).await.is_empty());
+    }
+}
