@@ -257,10 +257,7 @@ impl Client {
         form: &[(&str, String)],
     ) -> Result<Envelope<T>, PveError> {
         let endpoint = &self.endpoints[idx];
-        let base = &self.api_bases[idx];
-        let mut url = String::with_capacity(base.len() + path.len());
-        url.push_str(base);
-        url.push_str(path);
+        let url = [self.api_bases[idx].as_str(), path].concat();
         let http = self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut request = http.request(method.clone(), &url).header("Authorization", self.auth.clone());
         if !query.is_empty() {

@@ -148,7 +148,7 @@ impl LookupLog {
 fn node_key(node: &Scope) -> Arc<str> {
     match node {
         Scope::Node(name) => Arc::clone(name),
-        Scope::Cluster => Arc::from("*"),
+        Scope::Cluster => Arc::from(node.as_str()),
     }
 }
 

@@ -260,7 +260,8 @@ fn needs(obs: &ClusterObservation, templates: &[TemplateConfig]) -> Needs {
 
 /// `call` on each item, at most `limit` at a time, the results in the items' order. Only the calls under
 /// way exist: a future per call waiting for its turn would hold a whole request's state (kilobytes) for
-/// nothing, in every cluster observed at once.
+/// nothing, in every cluster observed at once. (`stream::iter(..).map(call).buffered(limit)` says the same, but
+/// rustc cannot then prove the pass's spawned future `Send`: "implementation of `FnOnce` is not general enough".)
 async fn in_order<T, F: Future>(
     items: impl IntoIterator<Item = T>,
     limit: usize,
