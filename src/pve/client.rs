@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::Method;
+use hyper::header::HeaderValue;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::Method;
-use reqwest::header::HeaderValue;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use super::error::{PveError, explain_status};
 use super::tls::{Pins, SeenFingerprint, client_config};
+use super::transport::{Answer, Failure, Transport};
 use super::types::{
     Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, NodeListItem, Permissions, StorageVolume,
     TaskListItem, TaskLogLine, TaskStatus,
@@ -28,22 +29,6 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 /// Percent-encodes one path segment (UPIDs hold `:` and `!`, volids `:` and `/`).
 pub fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
-}
-
-/// The HTTP client over a TLS configuration: timeouts, no redirects, idle connections kept 4 s.
-fn http_client(tls: rustls::ClientConfig, options: &ClientOptions) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(options.timeout)
-        .connect_timeout(options.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(4))
-        .user_agent(concat!("vztmpld/", env!("CARGO_PKG_VERSION")))
-        // Proxmox never redirects an API call; a redirect is an answer from something else (see `send`).
-        .redirect(reqwest::redirect::Policy::none())
-        // `Client::call` retries (and knows which calls may be sent twice); reqwest's own policy would only
-        // copy every request up front for a retry it never makes on HTTP/1.1.
-        .retry(reqwest::retry::never().max_retries_per_request(0))
-        .build()
 }
 
 /// The node a UPID belongs to (`UPID:<node>:...`): the only part of a UPID vztmpld reads.
@@ -99,13 +84,9 @@ pub type AnswerObserver = Arc<dyn Fn(ApiAnswer<'_>) + Send + Sync>;
 pub struct Client {
     observer: std::sync::OnceLock<AnswerObserver>,
     cluster: String,
-    endpoints: Vec<reqwest::Url>,
-    /// Each endpoint's `https://host:port/api2/json`, built once rather than per request.
-    api_bases: Vec<String>,
-    /// The HTTP client and its connection pool; replaced by [`Client::close_idle_connections`].
-    http: std::sync::Mutex<reqwest::Client>,
-    /// What builds it again.
-    tls: rustls::ClientConfig,
+    endpoints: Vec<url::Url>,
+    /// The connections to the endpoints.
+    transport: Transport,
     auth: HeaderValue,
     permits: Semaphore,
     /// Index of the endpoint that answered last: later calls start there.
@@ -138,8 +119,8 @@ impl Client {
         };
         let pins = Pins::default();
         let tls = client_config(&cfg.tls, Arc::clone(&seen), &pins).map_err(tls_error)?;
-        let http =
-            http_client(tls.clone(), &options).map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
+        let transport = Transport::new(&cfg.endpoints, Arc::new(tls), options.connect_timeout)
+            .map_err(|e| tls_error(format!("cannot set up the endpoint: {e}")))?;
         let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret.expose()))
             .map_err(|_| PveError::Setup {
                 cluster: cfg.name.clone(),
@@ -150,13 +131,7 @@ impl Client {
             observer: std::sync::OnceLock::new(),
             cluster: cfg.name.clone(),
             endpoints: cfg.endpoints.clone(),
-            api_bases: cfg
-                .endpoints
-                .iter()
-                .map(|e| format!("{}/api2/json", e.origin().ascii_serialization()))
-                .collect(),
-            http: std::sync::Mutex::new(http),
-            tls,
+            transport,
             auth,
             permits: Semaphore::new(options.max_in_flight.max(1)),
             preferred: AtomicUsize::new(0),
@@ -172,11 +147,7 @@ impl Client {
     /// them till then would only keep their buffers — every cluster's at once at the end of a pass. The TLS
     /// sessions stay remembered, so the next pass still resumes them.
     pub fn close_idle_connections(&self) {
-        match http_client(self.tls.clone(), &self.options) {
-            Ok(fresh) => *self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh,
-            // Built once already with the same settings; if it fails now, the old pool simply stays.
-            Err(e) => tracing::debug!(cluster = %self.cluster, error = %e, "cannot rebuild the HTTP client"),
-        }
+        self.transport.close_idle();
     }
 
     /// How many requests this client sends at once.
@@ -221,12 +192,6 @@ impl Client {
                 match sent {
                     Ok(v) => {
                         self.preferred.store(idx, Ordering::Relaxed);
-                        // The connection goes back to the pool in a task hyper spawns once the body is read; a
-                        // request started before that task ran finds no idle connection and opens another one
-                        // (a full TCP and TLS handshake, finished even when an idle one turns up first). Letting
-                        // that task run before the permit is released keeps a cluster at its permits' worth of
-                        // connections.
-                        tokio::task::yield_now().await;
                         return Ok(v);
                     }
                     // Never delivered: the next endpoint may answer.
@@ -257,24 +222,27 @@ impl Client {
         form: &[(&str, String)],
     ) -> Result<Envelope<T>, PveError> {
         let endpoint = &self.endpoints[idx];
-        let url = [self.api_bases[idx].as_str(), path].concat();
-        let http = self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let mut request = http.request(method.clone(), &url).header("Authorization", self.auth.clone());
-        if !query.is_empty() {
-            request = request.query(query);
-        }
-        if !form.is_empty() {
-            request = request.form(form);
-        }
-        let response = request.send().await.map_err(|e| self.transport_error(endpoint, method, path, &e))?;
-        let status = response.status().as_u16();
+        let target = if query.is_empty() {
+            path.to_string()
+        } else {
+            let mut q = form_urlencoded::Serializer::new(format!("{path}?"));
+            q.extend_pairs(query);
+            q.finish()
+        };
+        let body =
+            (!form.is_empty()).then(|| form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish());
+        // Boxed: the exchange holds the connection and hyper's request state (kilobytes), and every future that
+        // awaits an API call would carry that inline — a cluster's ten downloads, each following its task.
+        let exchange = Box::pin(self.transport.exchange(idx, method, &target, &self.auth, body, self.options.max_body));
+        let answer = match tokio::time::timeout(self.options.timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(failure)) => return Err(self.transport_error(endpoint, method, path, failure)),
+            Err(_) => return Err(self.timeout(method, path)),
+        };
+        let Answer { status, reason, location, body } = answer;
         self.observe(ApiAnswer::Status(status));
         if (300..400).contains(&status) {
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map_or_else(|| "nowhere".to_string(), |l| l.chars().take(200).collect());
+            let location = location.unwrap_or_else(|| "nowhere".to_string());
             return Err(PveError::Api {
                 cluster: self.cluster.clone(),
                 method: method.to_string(),
@@ -286,12 +254,6 @@ impl Client {
                 ),
             });
         }
-        // Proxmox puts its error message in the reason phrase; kept only for an error.
-        let reason = (!(200..300).contains(&status))
-            .then(|| response.extensions().get::<hyper::ext::ReasonPhrase>())
-            .flatten()
-            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
-        let body = self.read_body(response, method, path).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|e| self.decode_error(method, path, e.to_string()));
         }
@@ -316,36 +278,12 @@ impl Client {
         })
     }
 
-    async fn read_body(
-        &self,
-        mut response: reqwest::Response,
-        method: &Method,
-        path: &str,
-    ) -> Result<Vec<u8>, PveError> {
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.options.max_body {
-                        return Err(self.decode_error(
-                            method,
-                            path,
-                            format!("answer larger than {} bytes", self.options.max_body),
-                        ));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(e) if e.is_timeout() => {
-                    return Err(PveError::Timeout {
-                        cluster: self.cluster.clone(),
-                        method: method.to_string(),
-                        path: path.to_string(),
-                        seconds: self.options.timeout.as_secs(),
-                    });
-                }
-                Err(e) => return Err(self.decode_error(method, path, format!("answer cut off: {e}"))),
-            }
+    fn timeout(&self, method: &Method, path: &str) -> PveError {
+        PveError::Timeout {
+            cluster: self.cluster.clone(),
+            method: method.to_string(),
+            path: path.to_string(),
+            seconds: self.options.timeout.as_secs(),
         }
     }
 
@@ -353,8 +291,17 @@ impl Client {
         PveError::Decode { cluster: self.cluster.clone(), method: method.to_string(), path: path.to_string(), detail }
     }
 
-    fn transport_error(&self, endpoint: &reqwest::Url, method: &Method, path: &str, e: &reqwest::Error) -> PveError {
+    fn transport_error(&self, endpoint: &url::Url, method: &Method, path: &str, failure: Failure) -> PveError {
         let endpoint_s = endpoint.origin().ascii_serialization();
+        let e: &(dyn std::error::Error + 'static) = match &failure {
+            Failure::Connect(e) => &**e,
+            Failure::Exchange(e) => e,
+            Failure::TooLarge => {
+                let detail = format!("answer larger than {} bytes", self.options.max_body);
+                return self.decode_error(method, path, detail);
+            }
+            Failure::CutOff(e) => return self.decode_error(method, path, format!("answer cut off: {}", root_cause(e))),
+        };
         let cause = root_cause(e);
         // rustls' error may sit behind an io::Error that hyper boxed again; its text is stable.
         let bad_certificate = matches!(rustls_cause(e), Some(rustls::Error::InvalidCertificate(_)))
@@ -379,14 +326,6 @@ impl Client {
                 (false, _) => cause.clone(),
             };
             return PveError::Tls { cluster: self.cluster.clone(), endpoint: endpoint_s, detail };
-        }
-        if e.is_timeout() && !e.is_connect() {
-            return PveError::Timeout {
-                cluster: self.cluster.clone(),
-                method: method.to_string(),
-                path: path.to_string(),
-                seconds: self.options.timeout.as_secs(),
-            };
         }
         self.connect_error(&endpoint_s, &cause)
     }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod tls;
+mod transport;
 pub mod types;
 
 pub use client::{AnswerObserver, ApiAnswer, Client, ClientOptions, encode_segment, upid_node};

@@ -235,6 +235,12 @@ pub enum RawBehaviour {
     Answer(Vec<u8>),
     /// Sends these bytes (status line and headers) and then nothing, keeping the connection open.
     Stall(Vec<u8>),
+    /// Answers every request on a connection with these bytes, keeping it open (HTTP keep-alive). Reads
+    /// request heads only: for requests without a body.
+    KeepAlive(Vec<u8>),
+    /// Answers the first request with these bytes as if keeping the connection, and closes it this much later:
+    /// a keep-alive connection that ends while the client holds it idle.
+    HangUpAfter(Vec<u8>, std::time::Duration),
 }
 
 /// A server that is not Proxmox: HTTPS on an ephemeral loopback port that answers every request the same way,
@@ -246,6 +252,8 @@ pub struct RawServer {
     pub fingerprint: String,
     /// Requests received so far.
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// TLS connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -265,35 +273,56 @@ impl RawServer {
         let endpoint = format!("https://{}", listener.local_addr().unwrap());
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&requests);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let opened = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, behaviour, counter) = (acceptor.clone(), behaviour.clone(), Arc::clone(&counter));
+                let opened = Arc::clone(&opened);
                 connections.spawn(async move {
+                    // As pveproxy: an answer goes out at once, not after the client's delayed ACK.
+                    let _ = tcp.set_nodelay(true);
                     let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let mut head = Vec::new();
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                            match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
                         }
-                    }
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    match behaviour {
-                        RawBehaviour::Answer(bytes) => {
-                            let _ = tls.write_all(&bytes).await;
-                            let _ = tls.shutdown().await;
-                        }
-                        RawBehaviour::Stall(bytes) => {
-                            let _ = tls.write_all(&bytes).await;
-                            let _ = tls.flush().await;
-                            std::future::pending::<()>().await;
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match &behaviour {
+                            RawBehaviour::Answer(bytes) => {
+                                let _ = tls.write_all(bytes).await;
+                                let _ = tls.shutdown().await;
+                                return;
+                            }
+                            RawBehaviour::Stall(bytes) => {
+                                let _ = tls.write_all(bytes).await;
+                                let _ = tls.flush().await;
+                                std::future::pending::<()>().await;
+                            }
+                            RawBehaviour::KeepAlive(bytes) => {
+                                if tls.write_all(bytes).await.is_err() || tls.flush().await.is_err() {
+                                    return;
+                                }
+                            }
+                            RawBehaviour::HangUpAfter(bytes, after) => {
+                                let _ = tls.write_all(bytes).await;
+                                let _ = tls.flush().await;
+                                tokio::time::sleep(*after).await;
+                                let _ = tls.shutdown().await;
+                                return;
+                            }
                         }
                     }
                 });
             }
         });
-        Self { endpoint, fingerprint: identity.fingerprint, requests, task }
+        Self { endpoint, fingerprint: identity.fingerprint, requests, connections, task }
     }
 }
