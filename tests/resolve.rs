@@ -163,3 +163,41 @@ async fn fresh_relists_the_node_and_sees_a_file_put_there_meanwhile() {
         nodes[0]["cached"].as_array().unwrap().iter().map(|f| f["volid"].as_str().unwrap()).collect();
     assert!(files.contains(&format!("local:vztmpl/{debian}").as_str()) && files.len() == 2, "{files:?}");
 }
+
+#[tokio::test]
+async fn an_unchanged_pass_keeps_every_answer_and_moves_observed_at() {
+    use vztmpld::daemon::{Control, Trigger};
+    let sim = TestSim::start().await;
+    let cfg = write_config(&sim.server, "", ONE);
+    let d = Daemon::start(&cfg).await;
+    d.wait_for("alpine cached", |d| async move { d.state("pve1", "alpine-3.22") == "cached" }).await;
+    ready(&d).await;
+    let query = "cluster=lab&node=pve1&template=alpine-3.22";
+    let cache = |d: &Daemon| {
+        let url = format!("http://{}/api/v1/cache?node=pve1", d.addr);
+        let http = d.http.clone();
+        async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap()["nodes"][0]["cached"].clone() }
+    };
+    // A pass that finds everything cached keeps its plan; the next, finding the cluster as it was, reuses it
+    // and leaves the listings undecoded. What the resolve API answers stays; only the observation time moves
+    // (to the second).
+    let passes = |d: &Daemon| d.log().matches("reconcile pass finished").count();
+    let reused = |d: &Daemon| d.log().matches("nothing changed since the last pass").count();
+    async fn pass(d: &Daemon, passes: impl Fn(&Daemon) -> usize + Copy) {
+        let before = passes(d);
+        d.send(Control::Reconcile(Trigger::Api)).await;
+        d.wait_for("the pass", |d| async move { passes(d) > before }).await;
+    }
+    pass(&d, passes).await;
+    let (_, first) = resolve(&d, query).await;
+    let files = cache(&d).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = reused(&d);
+    pass(&d, passes).await;
+    assert_eq!(reused(&d), before + 1, "the pass reused its plan");
+    let (code, now) = resolve(&d, query).await;
+    assert_eq!(code, 200, "{now}");
+    assert_eq!((&now["volid"], &now["size"], &now["state"]), (&first["volid"], &first["size"], &first["state"]));
+    assert!(now["observed_at"].as_str().unwrap() > first["observed_at"].as_str().unwrap(), "{first} -> {now}");
+    assert_eq!(cache(&d).await, files, "every file the node sees, as before");
+}

@@ -66,10 +66,11 @@ pub(super) fn spawn(
         let clusters = fleet
             .reconcile(
                 |plan, observed, unchanged| {
-                    shared.catalog.update(|inv| inv.record(observed, SystemTime::now()));
                     if unchanged {
+                        shared.catalog.update(|inv| inv.touch(observed, SystemTime::now()));
                         return None;
                     }
+                    shared.catalog.update(|inv| inv.record(observed, SystemTime::now()));
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
                     if !plan.has_downloads() {
                         // Nothing to follow: `on_applied` publishes it a moment later, once.

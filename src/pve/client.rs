@@ -166,7 +166,7 @@ impl Client {
         }
     }
 
-    /// One API call with retries and endpoint failover.
+    /// One API call with retries and endpoint failover, its answer decoded.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -174,6 +174,23 @@ impl Client {
         query: &[(&str, String)],
         form: &[(&str, String)],
     ) -> Result<Envelope<T>, PveError> {
+        let body = self.call_bytes(&method, path, query, form).await?;
+        self.decode(&method, path, &body)
+    }
+
+    /// Decodes a successful answer's body.
+    fn decode<T: DeserializeOwned>(&self, method: &Method, path: &str, body: &[u8]) -> Result<T, PveError> {
+        serde_json::from_slice(body).map_err(|e| self.decode_error(method, path, e.to_string()))
+    }
+
+    /// One API call with retries and endpoint failover: the body of its successful answer.
+    async fn call_bytes(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[(&str, String)],
+        form: &[(&str, String)],
+    ) -> Result<Vec<u8>, PveError> {
         let _permit = self.permits.acquire().await.map_err(|_| self.connect_error("", "client shut down"))?;
         let mut last = None;
         for attempt in 0..self.options.attempts.max(1) {
@@ -185,7 +202,7 @@ impl Client {
             let start = self.preferred.load(Ordering::Relaxed);
             for k in 0..self.endpoints.len() {
                 let idx = (start + k) % self.endpoints.len();
-                let sent = self.send(idx, &method, path, query, form).await;
+                let sent = self.send(idx, method, path, query, form).await;
                 if let Err(e) = &sent {
                     self.observe(ApiAnswer::Failed(e));
                 }
@@ -197,7 +214,7 @@ impl Client {
                     // Never delivered: the next endpoint may answer.
                     Err(e @ PveError::Connect { .. }) => last = Some(e),
                     // A POST that timed out may have started a task: do not send it again.
-                    Err(e @ PveError::Timeout { .. }) if method != Method::GET => return Err(e),
+                    Err(e @ PveError::Timeout { .. }) if *method != Method::GET => return Err(e),
                     Err(e) if e.is_retryable() => {
                         last = Some(e);
                         break;
@@ -213,14 +230,14 @@ impl Client {
         PveError::Connect { cluster: self.cluster.clone(), endpoint: endpoint.to_string(), detail: detail.to_string() }
     }
 
-    async fn send<T: DeserializeOwned>(
+    async fn send(
         &self,
         idx: usize,
         method: &Method,
         path: &str,
         query: &[(&str, String)],
         form: &[(&str, String)],
-    ) -> Result<Envelope<T>, PveError> {
+    ) -> Result<Vec<u8>, PveError> {
         let endpoint = &self.endpoints[idx];
         let target = if query.is_empty() {
             path.to_string()
@@ -255,7 +272,7 @@ impl Client {
             });
         }
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| self.decode_error(method, path, e.to_string()));
+            return Ok(body);
         }
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
         let mut message = parsed.message.map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).unwrap_or_default();
@@ -376,8 +393,20 @@ impl Client {
 
     /// `GET /nodes/{node}/storage/{storage}/content?content=vztmpl`.
     pub async fn templates_on(&self, node: &str, storage: &str) -> Result<Vec<StorageVolume>, PveError> {
-        let path = format!("/nodes/{}/storage/{}/content", encode_segment(node), encode_segment(storage));
-        Ok(self.call(Method::GET, &path, &[("content", "vztmpl".into())], &[]).await?.data)
+        self.volumes(node, storage, &self.listing(node, storage).await?)
+    }
+
+    /// The same listing as it arrived, undecoded: a steady pass compares listings by their bytes, and decodes
+    /// them ([`Client::volumes`]) only when something changed.
+    pub async fn listing(&self, node: &str, storage: &str) -> Result<Vec<u8>, PveError> {
+        self.call_bytes(&Method::GET, &listing_path(node, storage), &[("content", "vztmpl".into())], &[]).await
+    }
+
+    /// Decodes a listing [`Client::listing`] returned.
+    pub fn volumes(&self, node: &str, storage: &str, listing: &[u8]) -> Result<Vec<StorageVolume>, PveError> {
+        let envelope: Envelope<Vec<StorageVolume>> =
+            self.decode(&Method::GET, &listing_path(node, storage), listing)?;
+        Ok(envelope.data)
     }
 
     /// `GET /nodes/{node}/aplinfo`: that node's own appliance index.
@@ -472,6 +501,11 @@ impl Client {
         let path = format!("/nodes/{}/tasks/{}", encode_segment(node), encode_segment(upid));
         self.call::<serde_json::Value>(Method::DELETE, &path, &[], &[]).await.map(|_| ())
     }
+}
+
+/// The path of a storage's content listing.
+fn listing_path(node: &str, storage: &str) -> String {
+    format!("/nodes/{}/storage/{}/content", encode_segment(node), encode_segment(storage))
 }
 
 fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {

@@ -48,8 +48,6 @@ pub struct ClusterStorage {
     pub storage: String,
     pub node: String,
     #[serde(default)]
-    pub plugintype: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
     #[serde(default, deserialize_with = "lenient_bool")]
     pub shared: Option<bool>,

@@ -122,6 +122,18 @@ impl Inventory {
         cluster.nodes = seen;
     }
 
+    /// A pass that found a cluster as it was (its steady key unchanged, its listings left undecoded): the nodes
+    /// it listed were observed now, and nothing else moves. (The pass before recorded the cluster: a fleet
+    /// built anew, on a reload, starts without steady keys.)
+    pub fn touch(&mut self, obs: &ClusterObservation, at: SystemTime) {
+        let Some(cluster) = self.clusters.get_mut(obs.name.as_str()) else { return };
+        for n in obs.nodes.iter().filter(|n| n.online && n.error.is_none()) {
+            if let Some(node) = cluster.nodes.get_mut(n.name.as_str()) {
+                node.observed_at = at;
+            }
+        }
+    }
+
     /// Forgets clusters no longer configured.
     pub fn retain(&mut self, configured: &[String]) {
         self.clusters.retain(|name, _| configured.iter().any(|c| **c == **name));

@@ -142,7 +142,7 @@ impl Fleet {
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
     /// back nothing but itself. `on_plan` sees each cluster's plan and observation as soon as the plan is made
     /// (to publish or log it, or keep the volumes seen), with whether it is the previous pass's plan reused
-    /// (see `Steady`), and returns where that plan's download progress goes; `on_applied` sees it again with
+    /// (see `Steady`; the observation then holds no volumes, its listings left undecoded), and returns where that plan's download progress goes; `on_applied` sees it again with
     /// its outcomes when that cluster is done. Returns each cluster's part, in configuration order.
     pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> Vec<ClusterPass>
     where

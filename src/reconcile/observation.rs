@@ -71,11 +71,15 @@ pub struct ClusterObservation {
     pub indexes: BTreeMap<String, Result<Vec<IndexEntry>, String>>,
     /// `GET /version`'s `version` (only fetched when an OCI template is missing).
     pub pve_version: Option<Result<String, String>>,
+    /// A digest of every listing as it arrived (bytes or error), when observed over the API: the steady key
+    /// uses it instead of the decoded volumes, so an unchanged cluster's listings are never decoded.
+    pub listings_digest: Option<u64>,
 }
 
 impl ClusterObservation {
     /// A key of everything an all-cached plan reads: the targeted nodes (name, online, arch, error), each
-    /// vztmpl storage (id, shared, on which nodes active) and each listing's volume ids, or its error. Free
+    /// vztmpl storage (id, shared, on which nodes active) and each listing (its digest as it arrived, or else
+    /// its volume ids), or its error. Free
     /// space is left out on purpose: it changes all the time and only a miss reads it. `None` for a cluster
     /// that could not be observed. (A 64-bit SipHash: two different inputs share a key with odds of 2⁻⁶⁴.)
     pub fn steady_key(&self) -> Option<u64> {
@@ -105,6 +109,9 @@ impl ClusterObservation {
                 (node, on.active).hash(&mut h);
             }
             h.write_u8(0xfe);
+            if self.listings_digest.is_some() {
+                continue;
+            }
             match &s.shared_volumes {
                 Some(l) => listing(&mut h, l),
                 None => h.write_u8(0),
@@ -114,6 +121,9 @@ impl ClusterObservation {
                 listing(&mut h, l);
             }
             h.write_u8(0xfd);
+        }
+        if let Some(digest) = self.listings_digest {
+            h.write_u64(digest);
         }
         Some(h.finish())
     }

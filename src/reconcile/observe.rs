@@ -20,7 +20,8 @@ pub(super) struct Observed {
     pub(super) observation: ClusterObservation,
     /// [`ClusterObservation::steady_key`], taken once the listings are in.
     pub(super) key: Option<u64>,
-    /// The key equals the one asked about: the observation stopped after the listings.
+    /// The key equals the one asked about: the observation stopped after the listings, and left them
+    /// undecoded (the observation has no volumes).
     pub(super) unchanged: bool,
 }
 
@@ -33,17 +34,22 @@ pub(super) async fn observe_cluster(
     templates: &[TemplateConfig],
     steady: Option<u64>,
 ) -> Observed {
-    let (obs, online) = observe_views_and_listings(cfg, client).await;
+    let (mut obs, online, listings) = observe_views_and_listings(cfg, client).await;
     let key = obs.steady_key();
     if key.is_some() && key == steady {
         return Observed { observation: obs, key, unchanged: true };
     }
+    decode_listings(&mut obs, client, listings);
     Observed { observation: observe_the_rest(obs, online, client, templates).await, key, unchanged: false }
 }
 
-/// The cluster's views (nodes, storages) and every vztmpl listing a targeted node sees; with the cluster's
-/// online members (targeted or not: any of them may serve an appliance index).
-async fn observe_views_and_listings(cfg: &ClusterConfig, client: &Client) -> (ClusterObservation, Vec<String>) {
+/// The cluster's views (nodes, storages) and every vztmpl listing a targeted node sees, as it arrived (its
+/// digest in the observation); with the cluster's online members (targeted or not: any of them may serve an
+/// appliance index).
+async fn observe_views_and_listings(
+    cfg: &ClusterConfig,
+    client: &Client,
+) -> (ClusterObservation, Vec<String>, Vec<Fetched>) {
     let mut obs = ClusterObservation { name: cfg.name.clone(), ..Default::default() };
     if client.has_failover() {
         // Pinned clusters learn the other nodes' certificates while a pinned node answers (hourly), so a
@@ -57,7 +63,7 @@ async fn observe_views_and_listings(cfg: &ClusterConfig, client: &Client) -> (Cl
         (Err(e), _) | (_, Err(e)) => {
             obs.error_retryable = e.is_retryable();
             obs.error = Some(e.to_string());
-            return (obs, Vec::new());
+            return (obs, Vec::new(), Vec::new());
         }
     };
 
@@ -103,9 +109,9 @@ async fn observe_views_and_listings(cfg: &ClusterConfig, client: &Client) -> (Cl
             .insert(row.node.clone(), StorageOnNode { active: row.status.as_deref() == Some("available"), avail });
     }
 
-    list_contents(&mut obs, client).await;
+    let listings = list_contents(&mut obs, client).await;
     let online = nodes.into_iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node).collect();
-    (obs, online)
+    (obs, online, listings)
 }
 
 /// What only a miss (or `latest`) needs: the token's privileges, the appliance indexes, the version.
@@ -167,8 +173,19 @@ async fn observe_the_rest(
     obs
 }
 
-/// Lists each shared storage once (through a node that has it active) and each local one per online node.
-async fn list_contents(obs: &mut ClusterObservation, client: &Client) {
+/// A listing as it arrived: the storage, the node it is kept under (`None`: shared), the node asked, and its
+/// undecoded body.
+struct Fetched {
+    storage: String,
+    key: Option<String>,
+    via: String,
+    body: Result<Vec<u8>, PveError>,
+}
+
+/// Lists each shared storage once (through a node that has it active) and each local one per online node;
+/// records their digest in the observation and returns them undecoded.
+async fn list_contents(obs: &mut ClusterObservation, client: &Client) -> Vec<Fetched> {
+    use std::hash::{Hash, Hasher};
     let online: Vec<&str> =
         obs.nodes.iter().filter(|n| n.online && n.error.is_none()).map(|n| n.name.as_str()).collect();
     let mut jobs: Vec<(String, Option<String>, String)> = Vec::new();
@@ -184,18 +201,40 @@ async fn list_contents(obs: &mut ClusterObservation, client: &Client) {
             }
         }
     }
-    let results =
-        in_order(jobs.iter(), client.max_in_flight(), |(storage, _, via)| client.templates_on(via, storage)).await;
-    for ((storage, key, _), result) in jobs.into_iter().zip(results) {
-        let volumes = result.map_err(|e: PveError| e.to_string()).map(|list| {
-            list.into_iter()
-                .filter(|v| v.content.as_deref().is_none_or(|c| c == "vztmpl"))
-                .filter_map(|v| {
-                    let file = v.volid.split_once(":vztmpl/").map(|(_, f)| f.to_string())?;
-                    Some(Volume::new(v.volid, file, v.size))
-                })
-                .collect()
-        });
+    let bodies = in_order(jobs.iter(), client.max_in_flight(), |(storage, _, via)| client.listing(via, storage)).await;
+    // foldhash, not SipHash: a steady pass digests every listing's bytes (megabytes a pass at fleet scale), and
+    // SipHash cost about what decoding them did. Fixed seed: keys are compared across passes.
+    let mut digest =
+        std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::with_seed(0x767a_746d_706c_6421));
+    let fetched: Vec<Fetched> = jobs
+        .into_iter()
+        .zip(bodies)
+        .map(|((storage, key, via), body)| {
+            (&storage, &key).hash(&mut digest);
+            match &body {
+                Ok(bytes) => bytes.hash(&mut digest),
+                Err(e) => e.to_string().hash(&mut digest),
+            }
+            Fetched { storage, key, via, body }
+        })
+        .collect();
+    obs.listings_digest = Some(digest.finish());
+    fetched
+}
+
+/// Decodes the listings into the observation's volumes (vztmpl content only).
+fn decode_listings(obs: &mut ClusterObservation, client: &Client, listings: Vec<Fetched>) {
+    for Fetched { storage, key, via, body } in listings {
+        let volumes =
+            body.and_then(|bytes| client.volumes(&via, &storage, &bytes)).map_err(|e| e.to_string()).map(|list| {
+                list.into_iter()
+                    .filter(|v| v.content.as_deref().is_none_or(|c| c == "vztmpl"))
+                    .filter_map(|v| {
+                        let file = v.volid.split_once(":vztmpl/").map(|(_, f)| f.to_string())?;
+                        Some(Volume::new(v.volid, file, v.size))
+                    })
+                    .collect()
+            });
         if let Some(s) = obs.storages.get_mut(&storage) {
             match key {
                 Some(node) => {

@@ -225,4 +225,18 @@ fn the_steady_key_covers_everything_an_all_cached_plan_reads() {
     let mut unobserved = steady(GB);
     unobserved.error = Some("unreachable".into());
     assert_eq!(unobserved.steady_key(), None, "a cluster not observed has no key");
+
+    // Observed over the API, the listings count by their digest as they arrived (decoded only on a change).
+    let digested = |digest: u64, files: &[&str]| {
+        let mut o = observed(&["a", "b"], vec![storage("local", false, &["a", "b"], GB, files)]);
+        o.indexes.clear();
+        o.listings_digest = Some(digest);
+        o
+    };
+    let key = digested(1, &[ALPINE]).steady_key();
+    assert_eq!(digested(1, &[]).steady_key(), key, "undecoded volumes do not count, the digest does");
+    assert_ne!(digested(2, &[ALPINE]).steady_key(), key, "another digest, another key");
+    let mut o = digested(1, &[ALPINE]);
+    o.nodes[1].online = false;
+    assert_ne!(o.steady_key(), key, "the views still count");
 }
