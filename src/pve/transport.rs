@@ -57,7 +57,7 @@ pub(super) struct Answer {
     pub status: u16,
     /// The reason phrase, kept only for an error status (Proxmox puts its message there).
     pub reason: Option<String>,
-    /// `Location`, for a redirect (shortened).
+    /// `Location`, for a redirect that has one (shortened).
     pub location: Option<String>,
     pub body: Vec<u8>,
 }
@@ -243,13 +243,10 @@ impl Conn {
                 })?;
                 let (parts, mut incoming) = response.into_parts();
                 let status = parts.status.as_u16();
-                let location = (300..400).contains(&status).then(|| {
-                    parts
-                        .headers
-                        .get(header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .map_or_else(|| "nowhere".to_string(), |l| l.chars().take(200).collect())
-                });
+                let location = (300..400)
+                    .contains(&status)
+                    .then(|| parts.headers.get(header::LOCATION)?.to_str().ok().map(|l| l.chars().take(200).collect()))
+                    .flatten();
                 let reason = (!(200..300).contains(&status))
                     .then(|| parts.extensions.get::<hyper::ext::ReasonPhrase>())
                     .flatten()
