@@ -57,8 +57,7 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let online: Vec<String> =
-            nodes.iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node.clone()).collect();
+        let online: Vec<String> = nodes.into_iter().filter(|n| n.online).map(|n| n.node).collect();
         let indexes = join_all(online.iter().map(|n| c.client.appliances(n))).await;
         let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (node, index) in online.iter().zip(indexes) {

@@ -8,7 +8,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::control::Trigger;
-use super::scheduler::NodeKey;
 use super::server::Shared;
 use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
 use crate::reconcile::lookups::{LookupLog, log_summary};
@@ -27,9 +26,10 @@ pub(super) struct PassResult {
 impl PassResult {
     /// Per node: whether it had a failure a later pass may fix (a retryable block, or a retryable download
     /// failure). Nodes with only permanent problems are not retried early.
-    pub(super) fn failing_nodes(&self) -> Vec<(NodeKey, bool)> {
-        // Items come node by node: one key per run of the same node, not one map insert per item.
-        let mut nodes: Vec<(NodeKey, bool)> = Vec::new();
+    pub(super) fn failing_nodes(&self) -> Vec<((&str, &str), bool)> {
+        // Items come node by node: one key per run of the same node, not one map insert per item. Items share
+        // their names (`Arc<str>`), so a run is usually told by pointer, without comparing the strings.
+        let mut nodes: Vec<((&str, &str), bool)> = Vec::new();
         let items = self.clusters.iter().flat_map(|c| c.plan.items.iter().map(move |i| (i, &c.outcomes)));
         for (item, outcomes) in items {
             let failing = match &item.state {
@@ -39,13 +39,19 @@ impl PassResult {
                 }
                 ItemState::Cached { .. } => false,
             };
+            let (cluster, node) = (&*item.cluster, item.node.as_str());
             match nodes.last_mut() {
-                Some(((c, n), f)) if **c == *item.cluster && n == item.node.as_str() => *f |= failing,
-                _ => nodes.push(((item.cluster.to_string(), item.node.to_string()), failing)),
+                Some(((c, n), f)) if same(c, cluster) && same(n, node) => *f |= failing,
+                _ => nodes.push(((cluster, node), failing)),
             }
         }
         nodes
     }
+}
+
+/// The same string: the same pointer, or else equal.
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 /// Starts a pass: observe → plan (published at once) → apply (progress published as it comes).

@@ -105,15 +105,21 @@ impl Scheduler {
     pub fn finish(
         &mut self,
         now: Instant,
-        nodes: impl IntoIterator<Item = (NodeKey, bool)>,
+        nodes: impl IntoIterator<Item = ((impl AsRef<str>, impl AsRef<str>), bool)>,
     ) -> BTreeMap<NodeKey, NodeRetry> {
         self.running = false;
         let mut retries = BTreeMap::new();
-        for (key, failing) in nodes {
+        for ((cluster, node), failing) in nodes {
+            // Keys are made only for failing nodes, or while some node has failures: a healthy fleet's pass
+            // allocates nothing here.
+            let key = || (cluster.as_ref().to_owned(), node.as_ref().to_owned());
             if !failing {
-                self.failures.remove(&key);
+                if !self.failures.is_empty() {
+                    self.failures.remove(&key());
+                }
                 continue;
             }
+            let key = key();
             let n = self.failures.entry(key.clone()).or_default();
             *n = n.saturating_add(1);
             let failures = *n;

@@ -8,6 +8,11 @@ fn key(node: &str) -> NodeKey {
     ("lab".to_string(), node.to_string())
 }
 
+/// A pass that reported no node.
+fn nothing() -> [(NodeKey, bool); 0] {
+    []
+}
+
 fn at(t0: Instant, secs: f64) -> Instant {
     t0 + Duration::from_secs_f64(secs)
 }
@@ -101,11 +106,11 @@ fn requests_during_a_pass_queue_exactly_one_follow_up() {
     s.request(Trigger::Config, at(t0, 2.0));
     s.request(Trigger::Signal, at(t0, 3.0));
     let done = at(t0, 4.0);
-    s.finish(done, []);
+    s.finish(done, nothing());
     assert_eq!(s.next_due(), Some(done), "the follow-up runs right after");
     assert_eq!(s.next_trigger(), Trigger::Api, "the first request names it");
     assert_eq!(s.start(done), Some(Trigger::Api));
-    s.finish(at(t0, 5.0), []);
+    s.finish(at(t0, 5.0), nothing());
     assert_eq!(s.next_trigger(), Trigger::Interval, "one follow-up, not three");
 }
 
@@ -115,7 +120,7 @@ fn a_request_while_idle_runs_at_once_and_a_due_pass_keeps_its_trigger() {
     let mut s = Scheduler::new(HOUR, t0, 1);
     s.request(Trigger::Api, t0);
     assert_eq!(s.start(t0), Some(Trigger::Start), "the due first pass serves the request");
-    s.finish(t0, []);
+    s.finish(t0, nothing());
     let now = at(t0, 60.0);
     s.request(Trigger::Api, now);
     assert_eq!(s.next_due(), Some(now));
@@ -137,7 +142,7 @@ fn a_shorter_interval_brings_the_next_regular_pass_forward() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(HOUR, t0, 1);
     s.start(t0).unwrap();
-    s.finish(t0, []);
+    s.finish(t0, nothing());
     s.set_interval(Duration::from_secs(60), at(t0, 10.0));
     assert_eq!(s.next_due(), Some(at(t0, 70.0)));
 }

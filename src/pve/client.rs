@@ -28,7 +28,12 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 
 /// Percent-encodes one path segment (UPIDs hold `:` and `!`, volids `:` and `/`).
 pub fn encode_segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
+    segment(s).into_owned()
+}
+
+/// A path segment, percent-encoded only when it needs to be (node names and storage IDs never do).
+fn segment(s: &str) -> std::borrow::Cow<'_, str> {
+    utf8_percent_encode(s, SEGMENT).into()
 }
 
 /// The node a UPID belongs to (`UPID:<node>:...`): the only part of a UPID vztmpld reads.
@@ -180,7 +185,11 @@ impl Client {
 
     /// Decodes a successful answer's body.
     fn decode<T: DeserializeOwned>(&self, method: &Method, path: &str, body: &[u8]) -> Result<T, PveError> {
-        serde_json::from_slice(body).map_err(|e| self.decode_error(method, path, e.to_string()))
+        // UTF-8 checked once for the whole body: from bytes, serde_json checks every string on its own, which
+        // was most of the time a pass spends decoding its views.
+        let text = std::str::from_utf8(body)
+            .map_err(|e| self.decode_error(method, path, format!("the answer is not UTF-8 ({e})")))?;
+        serde_json::from_str(text).map_err(|e| self.decode_error(method, path, e.to_string()))
     }
 
     /// One API call with retries and endpoint failover: the body of its successful answer.
@@ -239,18 +248,12 @@ impl Client {
         form: &[(&str, String)],
     ) -> Result<Vec<u8>, PveError> {
         let endpoint = &self.endpoints[idx];
-        let target = if query.is_empty() {
-            path.to_string()
-        } else {
-            let mut q = form_urlencoded::Serializer::new(format!("{path}?"));
-            q.extend_pairs(query);
-            q.finish()
-        };
+        let target = self.transport.target(idx, path, query);
         let body =
             (!form.is_empty()).then(|| form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish());
-        // Boxed: the exchange holds the connection and hyper's request state (kilobytes), and every future that
-        // awaits an API call would carry that inline — a cluster's ten downloads, each following its task.
-        let exchange = Box::pin(self.transport.exchange(idx, method, &target, &self.auth, body, self.options.max_body));
+        // Not boxed: the connection inside is (`transport::Conn`), so an exchange is small enough to sit inline in
+        // every future that awaits an API call.
+        let exchange = self.transport.exchange(idx, method, target, &self.auth, body, self.options.max_body);
         let answer = match tokio::time::timeout(self.options.timeout, exchange).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(failure)) => return Err(self.transport_error(endpoint, method, path, failure)),
@@ -505,7 +508,7 @@ impl Client {
 
 /// The path of a storage's content listing.
 fn listing_path(node: &str, storage: &str) -> String {
-    format!("/nodes/{}/storage/{}/content", encode_segment(node), encode_segment(storage))
+    ["/nodes/", &segment(node), "/storage/", &segment(storage), "/content"].concat()
 }
 
 fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {

@@ -9,6 +9,7 @@
 //! capped, idle connections are dropped before pveproxy's keep-alive ends them, and a request never sent on a
 //! connection the server had closed goes out on a fresh one.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,11 +42,16 @@ struct Endpoint {
     base: String,
 }
 
+/// hyper's half of a connection: the future that reads and writes it.
+type Driver = Connection<TokioIo<TlsStream<TcpStream>>, Full<Bytes>>;
+
 /// A connection, and the future that drives it (polled by whoever uses the connection).
 struct Conn {
     endpoint: usize,
     sender: SendRequest<Full<Bytes>>,
-    driver: Connection<TokioIo<TlsStream<TcpStream>>, Full<Bytes>>,
+    /// Boxed: with its TLS state and buffers it is kilobytes, and the exchange holding the connection is awaited
+    /// inside every future that makes an API call (a cluster's ten downloads, each following its task).
+    driver: Pin<Box<Driver>>,
     /// When it last finished an exchange.
     idle_since: Instant,
     /// It served an exchange before: the server may have closed it meanwhile.
@@ -123,39 +129,56 @@ impl Transport {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
-    /// One request to endpoint `idx`: `path` below the API base, `query` already encoded, `form` the body.
+    /// The request target for `path` below endpoint `idx`'s API base, with `query` encoded: built in one string.
+    pub(super) fn target(&self, idx: usize, path: &str, query: &[(&str, String)]) -> String {
+        let base = &self.endpoints[idx].base;
+        let query_len: usize = query.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut target = String::with_capacity(base.len() + path.len() + query_len);
+        target.push_str(base);
+        target.push_str(path);
+        if !query.is_empty() {
+            target.push('?');
+            let start = target.len();
+            target = form_urlencoded::Serializer::for_suffix(target, start).extend_pairs(query).finish();
+        }
+        target
+    }
+
+    /// One request to endpoint `idx` for `target` ([`Transport::target`]), `form` the body.
     /// Unbounded in time by itself: the caller bounds the whole call.
     pub(super) async fn exchange(
         &self,
         idx: usize,
         method: &Method,
-        path_and_query: &str,
+        target: String,
         auth: &HeaderValue,
         form: Option<String>,
         max_body: usize,
     ) -> Result<Answer, Failure> {
         let endpoint = &self.endpoints[idx];
         let body = form.map(Bytes::from);
+        let uri = hyper::Uri::try_from(target).map_err(|e| Failure::Connect(e.into()))?;
         let make = || {
-            let builder = Request::builder()
-                .method(method.clone())
-                .uri([endpoint.base.as_str(), path_and_query].concat())
-                .header(header::HOST, endpoint.authority.clone())
-                .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
-                .header(header::AUTHORIZATION, auth.clone());
-            match &body {
-                Some(form) => builder
-                    .header(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
-                    .body(Full::new(form.clone())),
-                None => builder.body(Full::new(Bytes::new())),
+            let mut request = Request::new(Full::new(body.clone().unwrap_or_default()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri.clone();
+            // Sized once: a request's four or five headers would otherwise grow the map twice.
+            let headers = request.headers_mut();
+            headers.reserve(5);
+            headers.insert(header::HOST, endpoint.authority.clone());
+            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+            headers.insert(header::AUTHORIZATION, auth.clone());
+            if body.is_some() {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
             }
-            .map_err(|e| Failure::Connect(e.into()))
+            request
         };
+        // Dialing is boxed: its TLS handshake state is large, and needed once per connection, not per request.
         let mut conn = match self.checkout(idx) {
             Some(conn) => conn,
-            None => self.dial(idx).await?,
+            None => Box::pin(self.dial(idx)).await?,
         };
-        let mut request = make()?;
+        let mut request = make();
         loop {
             let reused = conn.reused;
             let (result, kept) = conn.round_trip(request, max_body).await;
@@ -172,14 +195,14 @@ impl Transport {
                 Err(Trip::Failed(Failure::Exchange(e)))
                     if reused && method == Method::GET && (e.is_incomplete_message() || e.is_canceled()) =>
                 {
-                    request = make()?;
+                    request = make();
                 }
                 Err(Trip::NotSent(_)) => {
                     return Err(Failure::Connect("the connection closed before the request was sent".into()));
                 }
                 Err(Trip::Failed(failure)) => return Err(failure),
             }
-            conn = self.dial(idx).await?;
+            conn = Box::pin(self.dial(idx)).await?;
         }
     }
 
@@ -215,7 +238,7 @@ impl Transport {
         };
         let (sender, driver) =
             http1::Builder::new().handshake(TokioIo::new(tls)).await.map_err(|e| Failure::Connect(e.into()))?;
-        Ok(Conn { endpoint: idx, sender, driver, idle_since: Instant::now(), reused: false })
+        Ok(Conn { endpoint: idx, sender, driver: Box::pin(driver), idle_since: Instant::now(), reused: false })
     }
 }
 

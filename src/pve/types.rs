@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -27,8 +28,9 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClusterNode {
     pub node: String,
-    #[serde(default)]
-    pub status: Option<String>,
+    /// `status` is `online`.
+    #[serde(default, rename = "status", deserialize_with = "is_online")]
+    pub online: bool,
     #[serde(default, rename = "host-arch")]
     pub host_arch: Option<String>,
 }
@@ -47,12 +49,14 @@ pub struct NodeListItem {
 pub struct ClusterStorage {
     pub storage: String,
     pub node: String,
-    #[serde(default)]
-    pub status: Option<String>,
+    /// `status` is `available` (the storage is active on the node).
+    #[serde(default, rename = "status", deserialize_with = "is_available")]
+    pub available: bool,
     #[serde(default, deserialize_with = "lenient_bool")]
     pub shared: Option<bool>,
-    #[serde(default)]
-    pub content: Option<String>,
+    /// `content` lists `vztmpl`.
+    #[serde(default, rename = "content", deserialize_with = "holds_vztmpl")]
+    pub vztmpl: bool,
     #[serde(default, deserialize_with = "lenient_u64")]
     pub disk: Option<u64>,
     #[serde(default, deserialize_with = "lenient_u64")]
@@ -132,6 +136,45 @@ pub struct TaskListItem {
 /// `GET /access/permissions`: path → privilege → propagate.
 pub type Permissions = BTreeMap<String, BTreeMap<String, Value>>;
 
+// The views are decoded every pass (a row per node, and per storage and node): their status and content
+// strings are tested as they are read, never kept (or allocated).
+
+fn is_online<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    d.deserialize_any(StrTest(|s| s == "online"))
+}
+
+fn is_available<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    d.deserialize_any(StrTest(|s| s == "available"))
+}
+
+fn holds_vztmpl<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    d.deserialize_any(StrTest(|s| s.split(',').any(|c| c.trim() == "vztmpl")))
+}
+
+/// A string field decoded into what a test says of it; `null` is `false`, any other type an error (as it was
+/// for the string the field used to be).
+struct StrTest(fn(&str) -> bool);
+
+impl Visitor<'_> for StrTest {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok((self.0)(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Option::<Value>::deserialize(d)? {
         Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
@@ -186,6 +229,25 @@ mod tests {
         for r in rows {
             assert_eq!((r.disk, r.maxdisk), (None, None), "{}", r.storage);
         }
+    }
+
+    #[test]
+    fn view_strings_decode_into_what_is_tested_of_them() {
+        let rows: Vec<ClusterStorage> = serde_json::from_str(
+            r#"[{"storage":"a","node":"n","status":"available","content":"iso, vztmpl"},
+                {"storage":"b","node":"n","status":"unknown","content":"images,rootdir"},
+                {"storage":"c","node":"n","status":null},
+                {"storage":"d","node":"n","status":"av\u0061ilable","content":"vztmpl"}]"#,
+        )
+        .unwrap();
+        let got: Vec<(bool, bool)> = rows.iter().map(|r| (r.available, r.vztmpl)).collect();
+        assert_eq!(got, [(true, true), (false, false), (false, false), (true, true)]);
+        let nodes: Vec<ClusterNode> =
+            serde_json::from_str(r#"[{"node":"a","status":"online"},{"node":"b","status":"offline"},{"node":"c"}]"#)
+                .unwrap();
+        assert_eq!(nodes.iter().map(|n| n.online).collect::<Vec<_>>(), [true, false, false]);
+        let wrong = serde_json::from_str::<Vec<ClusterNode>>(r#"[{"node":"a","status":1}]"#).unwrap_err();
+        assert!(wrong.to_string().contains("expected a string"), "{wrong}");
     }
 
     #[test]

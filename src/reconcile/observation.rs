@@ -76,23 +76,35 @@ pub struct ClusterObservation {
     pub listings_digest: Option<u64>,
 }
 
+/// The hasher of steady keys and listing digests.
+pub type Digester = foldhash::quality::FoldHasher<'static>;
+
+/// A hasher for keys compared across passes: foldhash, not SipHash (a steady pass digests every listing's bytes,
+/// megabytes a pass at fleet scale, and SipHash cost about what decoding them did), with a fixed seed (a key
+/// must mean the same in the next pass).
+pub fn digester() -> Digester {
+    static SEED: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0x767a_746d_706c_6421);
+    std::hash::BuildHasher::build_hasher(&SEED)
+}
+
 impl ClusterObservation {
     /// A key of everything an all-cached plan reads: the targeted nodes (name, online, arch, error), each
     /// vztmpl storage (id, shared, on which nodes active) and each listing (its digest as it arrived, or else
     /// its volume ids), or its error. Free
     /// space is left out on purpose: it changes all the time and only a miss reads it. `None` for a cluster
-    /// that could not be observed. (A 64-bit SipHash: two different inputs share a key with odds of 2⁻⁶⁴.)
+    /// that could not be observed. (A 64-bit [`digester`] hash: two different inputs share a key with odds of
+    /// about 2⁻⁶⁴.)
     pub fn steady_key(&self) -> Option<u64> {
         use std::hash::{Hash, Hasher};
         if self.error.is_some() {
             return None;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = digester();
         for n in &self.nodes {
             (&n.name, n.online, &n.arch, &n.error).hash(&mut h);
         }
         h.write_u8(0xff);
-        let listing = |h: &mut std::collections::hash_map::DefaultHasher, l: &Listing| match l {
+        let listing = |h: &mut Digester, l: &Listing| match l {
             Ok(volumes) => {
                 h.write_u8(1);
                 h.write_usize(volumes.len());

@@ -9,7 +9,7 @@ use futures_util::stream::FuturesOrdered;
 
 use super::observation::{
     ClusterObservation, IndexEntry, NodeObservation, PermissionMap, StorageObservation, StorageOnNode, Volume,
-    find_cached,
+    digester, find_cached,
 };
 use crate::config::{ClusterConfig, Policy, TemplateConfig, TemplateSource};
 use crate::pve::{Client, PveError};
@@ -71,7 +71,7 @@ async fn observe_views_and_listings(
         if cfg.nodes.includes(&n.node) {
             obs.nodes.push(NodeObservation {
                 name: n.node.clone(),
-                online: n.status.as_deref() == Some("online"),
+                online: n.online,
                 arch: debian_arch(n.host_arch.as_deref().unwrap_or("x86_64")),
                 error: None,
             });
@@ -93,24 +93,21 @@ async fn observe_views_and_listings(
         }
     }
 
-    for row in
-        storages.iter().filter(|r| r.content.as_deref().is_some_and(|c| c.split(',').any(|c| c.trim() == "vztmpl")))
-    {
+    for row in storages.into_iter().filter(|r| r.vztmpl) {
         let s = obs
             .storages
-            .entry(row.storage.clone())
-            .or_insert_with(|| StorageObservation { id: row.storage.clone(), ..Default::default() });
+            .entry(row.storage)
+            .or_insert_with_key(|id| StorageObservation { id: id.clone(), ..Default::default() });
         s.shared |= row.shared.unwrap_or(false);
         // Sizes only count when they make sense (a total, and no more used than that): a mistyped or odd
         // value means "unknown", never "no room".
         let avail =
             row.maxdisk.zip(row.disk).filter(|(max, used)| *max > 0 && used <= max).map(|(max, used)| max - used);
-        s.on_nodes
-            .insert(row.node.clone(), StorageOnNode { active: row.status.as_deref() == Some("available"), avail });
+        s.on_nodes.insert(row.node, StorageOnNode { active: row.available, avail });
     }
 
     let listings = list_contents(&mut obs, client).await;
-    let online = nodes.into_iter().filter(|n| n.status.as_deref() == Some("online")).map(|n| n.node).collect();
+    let online = nodes.into_iter().filter(|n| n.online).map(|n| n.node).collect();
     (obs, online, listings)
 }
 
@@ -202,10 +199,7 @@ async fn list_contents(obs: &mut ClusterObservation, client: &Client) -> Vec<Fet
         }
     }
     let bodies = in_order(jobs.iter(), client.max_in_flight(), |(storage, _, via)| client.listing(via, storage)).await;
-    // foldhash, not SipHash: a steady pass digests every listing's bytes (megabytes a pass at fleet scale), and
-    // SipHash cost about what decoding them did. Fixed seed: keys are compared across passes.
-    let mut digest =
-        std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::with_seed(0x767a_746d_706c_6421));
+    let mut digest = digester();
     let fetched: Vec<Fetched> = jobs
         .into_iter()
         .zip(bodies)
@@ -307,6 +301,13 @@ async fn in_order<T, F: Future>(
     mut call: impl FnMut(T) -> F,
 ) -> Vec<F::Output> {
     let (mut waiting, mut running, mut done) = (items.into_iter(), FuturesOrdered::new(), Vec::new());
+    if limit <= 1 {
+        // One at a time (pveproxy's default here): plainly in turn, without a task per call to wake through.
+        for item in waiting {
+            done.push(call(item).await);
+        }
+        return done;
+    }
     loop {
         while running.len() < limit.max(1) {
             let Some(item) = waiting.next() else { break };

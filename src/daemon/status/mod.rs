@@ -490,9 +490,15 @@ impl Status {
     pub fn counts(&self) -> BTreeMap<(&str, TemplateState), i64> {
         let mut counts = BTreeMap::new();
         for c in &self.clusters {
+            // Counted per cluster first: one map entry per state, not a keyed lookup per template.
+            let mut per_state: Vec<(TemplateState, i64)> = Vec::new();
             for t in c.nodes.iter().flat_map(|n| &n.templates) {
-                *counts.entry((c.name.as_str(), t.state)).or_default() += 1;
+                match per_state.iter_mut().find(|(s, _)| *s == t.state) {
+                    Some((_, n)) => *n += 1,
+                    None => per_state.push((t.state, 1)),
+                }
             }
+            counts.extend(per_state.into_iter().map(|(state, n)| ((c.name.as_str(), state), n)));
         }
         counts
     }
