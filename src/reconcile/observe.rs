@@ -302,7 +302,8 @@ async fn in_order<T, F: Future>(
 ) -> Vec<F::Output> {
     let (mut waiting, mut running, mut done) = (items.into_iter(), FuturesOrdered::new(), Vec::new());
     if limit <= 1 {
-        // One at a time (pveproxy's default here): plainly in turn, without a task per call to wake through.
+        // One at a time (the client's default: one request in flight per cluster): plainly in turn, without a task
+        // per call to wake through.
         for item in waiting {
             done.push(call(item).await);
         }
