@@ -303,13 +303,14 @@ async fn a_shut_gate_starts_nothing() {
     let cfg = write_config(&sim.server, "", "templates:\n  - template: alpine-3.22\n");
     let config = vztmpld::config::load(&cfg).unwrap();
     let mut fleet = vztmpld::reconcile::Fleet::new(config, common::fast_options()).unwrap();
-    fleet.gate = vztmpld::reconcile::apply::StartGate::new(|| Err("fenced for the test".into()));
+    fleet.gate = vztmpld::reconcile::StartGate::new(|| Err(vztmpld::reconcile::Fenced::NotLeader));
     let plan = fleet.plan().await;
     assert_eq!(plan.downloads.len(), 1);
     let outcomes = vztmpld::reconcile::apply::apply(&fleet, &plan, None).await;
     match &outcomes[..] {
-        [vztmpld::reconcile::apply::Outcome::Failed { error, retryable: true, .. }] => {
-            assert!(error.contains("not started: fenced for the test"), "{error}")
+        [vztmpld::reconcile::Outcome::Failed { failure, upid: None }] => {
+            assert_eq!(*failure, vztmpld::reconcile::Failure::Fenced(vztmpld::reconcile::Fenced::NotLeader));
+            assert!(failure.retryable());
         }
         other => panic!("{other:?}"),
     }

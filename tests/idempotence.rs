@@ -157,8 +157,7 @@ async fn check_seed(seed: u64) {
         let first = fleet.plan().await;
         let outcomes = reconcile::apply::apply(&fleet, &first, None).await;
         PRUNED.fetch_add(first.deletions.len(), std::sync::atomic::Ordering::Relaxed);
-        let failed: Vec<_> =
-            outcomes.iter().filter(|o| matches!(o, reconcile::apply::Outcome::Failed { .. })).collect();
+        let failed: Vec<_> = outcomes.iter().filter(|o| matches!(o, reconcile::Outcome::Failed { .. })).collect();
         assert!(failed.is_empty(), "seed {seed}: {failed:?}\nscenario:\n{yaml}\n{templates}");
 
         let second = fleet.plan().await;

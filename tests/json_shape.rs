@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use vztmpld::daemon::Trigger;
 use vztmpld::daemon::status::{NodeRetry, Status};
-use vztmpld::reconcile::apply::Outcome;
-use vztmpld::reconcile::plan::{Blocked, Download, ItemState, Plan, PlanItem, Scope, Source};
+use vztmpld::pve::TaskFailure;
+use vztmpld::reconcile::plan::{BlockReason, Download, ItemState, Plan, PlanItem, Scope, Source};
+use vztmpld::reconcile::{Failure, Outcome};
 
 const ALPINE: &str = "alpine-3.22-default_20250617_amd64.tar.xz";
 
@@ -28,12 +29,20 @@ fn plan() -> Plan {
                 ItemState::Cached { volid: format!("local:vztmpl/{ALPINE}").into() },
             ),
             item("lab", node("pve2"), "alpine-3.22", ItemState::Download { download: 0 }),
-            item("lab", node("pve3"), "alpine-3.22", ItemState::Blocked(Blocked::retryable("node pve3 is offline"))),
+            item(
+                "lab",
+                node("pve3"),
+                "alpine-3.22",
+                ItemState::Blocked(BlockReason::NodeOffline { node: "pve3".into() }),
+            ),
             item(
                 "dc2",
                 Scope::Cluster,
                 "alpine-3.22",
-                ItemState::Blocked(Blocked::permanent("cluster dc2: TLS failed")),
+                ItemState::Blocked(BlockReason::ClusterUnobserved {
+                    error: "cluster dc2: TLS failed".into(),
+                    retryable: false,
+                }),
             ),
         ],
         downloads: vec![Download {
@@ -63,9 +72,9 @@ fn plan_json_is_unchanged() {
                 {"cluster": "lab", "node": "pve2", "template": "alpine-3.22",
                  "state": {"state": "download", "download": 0}},
                 {"cluster": "lab", "node": "pve3", "template": "alpine-3.22",
-                 "state": {"state": "blocked", "reason": "node pve3 is offline", "retryable": true}},
+                 "state": {"state": "blocked", "reason": "node pve3 is offline", "retryable": true, "kind": "node_offline"}},
                 {"cluster": "dc2", "node": "*", "template": "alpine-3.22",
-                 "state": {"state": "blocked", "reason": "cluster dc2: TLS failed", "retryable": false}},
+                 "state": {"state": "blocked", "reason": "cluster dc2: TLS failed", "retryable": false, "kind": "cluster_unobserved"}},
             ],
             "downloads": [{
                 "cluster": "lab", "node": "pve2", "storage": "local", "shared": false, "file": ALPINE,
@@ -74,8 +83,23 @@ fn plan_json_is_unchanged() {
             "outcomes": [{"outcome": "finished", "upid": "UPID:pve2:1", "seconds": 3, "bytes": 42, "adopted": false}],
         })
     );
-    let failed = Outcome::Failed { upid: None, error: "x".into(), retryable: true };
-    assert_eq!(json!(failed), json!({"outcome": "failed", "upid": null, "error": "x", "retryable": true}));
+    let failed = Outcome::failed(Failure::AwaitedDownloadFailed);
+    assert_eq!(
+        json!(failed),
+        json!({"outcome": "failed", "upid": null, "retryable": true, "reason": "awaited_download_failed",
+               "error": "not deleted: the newer build it makes room for did not arrive"})
+    );
+    let task = TaskFailure::parse("checksum mismatch: got 'a' != expect 'b'");
+    let failed = Outcome::Failed {
+        upid: Some("UPID:pve2:1".into()),
+        failure: Failure::Task { upid: "UPID:pve2:1".into(), failure: task.clone() },
+    };
+    assert_eq!(
+        json!(failed),
+        json!({"outcome": "failed", "upid": "UPID:pve2:1", "retryable": false, "reason": "checksum_mismatch",
+               "error": format!("task UPID:pve2:1 failed: {task}")})
+    );
+    assert_eq!(json!(Outcome::AlreadyAbsent), json!({"outcome": "already_absent"}));
 }
 
 #[test]
@@ -87,9 +111,9 @@ fn status_json_is_unchanged() {
     s.start_pass(Trigger::Start, t0);
     let p = plan();
     s.publish_plan(&p, None, t0);
-    let progress = vztmpld::reconcile::apply::Progress {
+    let progress = vztmpld::reconcile::progress::Progress {
         download: 0,
-        phase: vztmpld::reconcile::apply::Phase::Downloading,
+        phase: vztmpld::reconcile::progress::Phase::Downloading,
         upid: Some("UPID:pve2:1".into()),
         done: Some(40 << 20),
         total: Some(100 << 20),
@@ -104,7 +128,8 @@ fn status_json_is_unchanged() {
                "bytes_done": 40 << 20, "bytes_total": 100 << 20, "rate_bytes_per_second": 20 << 20, "eta_seconds": 3}),
         "a download in flight adds bytes, rate and ETA"
     );
-    let outcomes = [Outcome::Failed { upid: Some("UPID:pve2:1".into()), error: "boom".into(), retryable: true }];
+    let boom = Failure::Task { upid: "UPID:pve2:1".into(), failure: TaskFailure::parse("boom") };
+    let outcomes = [Outcome::Failed { upid: Some("UPID:pve2:1".into()), failure: boom }];
     s.publish_plan(&p, Some(&outcomes), t0);
     let retries = BTreeMap::from([
         (("lab".to_string(), "pve2".to_string()), NodeRetry { failures: 1, after: Duration::from_secs(5) }),
@@ -164,8 +189,8 @@ fn status_json_is_unchanged() {
                  "conditions": node_conds(true, false, None, None),
                  "templates": [template("cached", json!({"volid": format!("local:vztmpl/{ALPINE}"), "storage": "local"}))]},
                 {"name": "pve2", "failures": 1, "next_retry": "2027-01-15T08:00:05Z",
-                 "conditions": node_conds(false, false, Some(("DownloadFailed", "alpine-3.22: boom")), None),
-                 "templates": [template("failed", json!({"storage": "local", "upid": "UPID:pve2:1", "error": "boom",
+                 "conditions": node_conds(false, false, Some(("DownloadFailed", "alpine-3.22: task UPID:pve2:1 failed: boom")), None),
+                 "templates": [template("failed", json!({"storage": "local", "upid": "UPID:pve2:1", "error": "task UPID:pve2:1 failed: boom",
                                                           "next_retry": "2027-01-15T08:00:05Z"}))]},
                 {"name": "pve3", "failures": 2, "next_retry": "2027-01-15T08:00:10Z",
                  "conditions": node_conds(false, false, Some(("Blocked", "alpine-3.22: node pve3 is offline")),

@@ -7,7 +7,8 @@ mod common;
 
 use common::{TestSim, fast_options, write_config};
 use vztmpld::reconcile::Fleet;
-use vztmpld::reconcile::apply::{self, Outcome};
+use vztmpld::reconcile::apply;
+use vztmpld::reconcile::{Failure, Outcome};
 
 const NEWEST: &str = "debian-12-standard_12.12-1_amd64.tar.zst";
 const OLD: &str = "debian-12-standard_12.2-1_amd64.tar.zst";
@@ -57,8 +58,8 @@ async fn nothing_is_deleted_while_the_newest_is_not_there() {
     assert_eq!(plan.deletions.len(), 2);
     let outcomes = apply::apply(&fleet, &plan, None).await;
     match &outcomes[1..] {
-        [Outcome::Failed { error: a, .. }, Outcome::Failed { error: b, .. }] => {
-            assert!(a.contains("did not arrive") && b.contains("did not arrive"), "{a} / {b}")
+        [Outcome::Failed { failure: a, .. }, Outcome::Failed { failure: b, .. }] => {
+            assert_eq!((a, b), (&Failure::AwaitedDownloadFailed, &Failure::AwaitedDownloadFailed));
         }
         other => panic!("{other:?}"),
     }

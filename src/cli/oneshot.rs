@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use super::{ExitStatus, Output, print, report};
 use crate::config::{self, Config};
 use crate::reconcile::Fleet;
-use crate::reconcile::apply::{Outcome, Phase, Progress, ProgressSink};
+use crate::reconcile::Outcome;
 use crate::reconcile::plan::Plan;
+use crate::reconcile::progress::{Phase, Progress, ProgressSink};
 
 /// Loads a configuration, logging its warnings.
 pub(super) fn load(path: &Path) -> anyhow::Result<Config> {
@@ -56,7 +57,7 @@ pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitSta
         None => None,
     };
     if let Some(ha) = &ha {
-        fleet.gate = ha.gate();
+        fleet.gate = crate::daemon::fencing::gate(ha);
     }
     let result = apply_fleet(&fleet, output).await;
     if let Some(ha) = ha {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::reconcile::apply::Outcome;
+use crate::reconcile::Outcome;
 use crate::reconcile::plan::{ItemState, Plan, summary};
 
 /// One row of the table.
@@ -51,15 +51,17 @@ pub(super) fn render_text(plan: &Plan, outcomes: Option<&[Outcome]>, running: &B
                             let note = if *adopted { ", adopted a running task" } else { "" };
                             ("downloaded".to_string(), d.storage.clone(), format!("{} in {seconds}s{note}", d.volid()))
                         }
-                        Some(Outcome::AlreadyPresent) => (
+                        Some(Outcome::AlreadyPresent | Outcome::AlreadyAbsent) => (
                             "cached".to_string(),
                             d.storage.clone(),
                             format!("{} (another writer put it there meanwhile)", d.volid()),
                         ),
-                        Some(Outcome::Failed { error, .. }) => ("failed".to_string(), d.storage.clone(), error.clone()),
+                        Some(Outcome::Failed { failure, .. }) => {
+                            ("failed".to_string(), d.storage.clone(), failure.to_string())
+                        }
                     }
                 }
-                ItemState::Blocked(b) => ("blocked".to_string(), "-".to_string(), b.reason.clone()),
+                ItemState::Blocked(b) => ("blocked".to_string(), "-".to_string(), b.to_string()),
             };
             Row {
                 cluster: item.cluster.to_string(),
@@ -127,8 +129,11 @@ fn deletion_rows(plan: &Plan, outcomes: Option<&[Outcome]>) -> Vec<Row> {
             let (state, detail) = match (&d.blocked, outcomes.and_then(|o| o.get(first + i))) {
                 (Some(reason), _) => ("blocked".to_string(), format!("{} not deleted: {reason}", d.volid)),
                 (None, None) => ("delete".to_string(), kept),
-                (None, Some(Outcome::Finished { .. } | Outcome::AlreadyPresent)) => ("deleted".to_string(), kept),
-                (None, Some(Outcome::Failed { error, .. })) => ("failed".to_string(), format!("{}: {error}", d.volid)),
+                (None, Some(Outcome::Finished { .. } | Outcome::AlreadyAbsent)) => ("deleted".to_string(), kept),
+                (None, Some(Outcome::AlreadyPresent)) => ("already present".to_string(), kept),
+                (None, Some(Outcome::Failed { failure, .. })) => {
+                    ("failed".to_string(), format!("{}: {failure}", d.volid))
+                }
             };
             Row {
                 cluster: d.cluster.clone(),

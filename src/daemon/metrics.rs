@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 use super::status::{PassOutcome, Status};
 use crate::pve::ApiAnswer;
-use crate::reconcile::apply::Outcome;
+use crate::reconcile::Outcome;
 use crate::reconcile::plan::ItemState;
 
 /// `{outcome}`.
@@ -172,7 +172,7 @@ impl Metrics {
                 if e.status().is_none() {
                     requests.get_or_create(&ApiLabels { cluster: cluster.clone(), code: "error".into() }).inc();
                 }
-                errors.get_or_create(&ApiErrorLabels { cluster: cluster.clone(), kind: e.kind() }).inc();
+                errors.get_or_create(&ApiErrorLabels { cluster: cluster.clone(), kind: e.metric_label().into() }).inc();
             }
         }
     }
@@ -221,14 +221,10 @@ impl Metrics {
         self.cache_lookups_total.get_or_create(&LookupLabel { result: "miss" }).inc_by(misses as u64);
         let downloads = clusters.iter().flat_map(|c| c.plan.downloads.iter().zip(&c.outcomes));
         for (d, o) in downloads {
-            let outcome = match o {
-                Outcome::Finished { bytes, .. } => {
-                    self.download_bytes_total.inc_by(bytes.unwrap_or(0));
-                    "success"
-                }
-                Outcome::AlreadyPresent => "already_present",
-                Outcome::Failed { .. } => "failure",
-            };
+            if let Outcome::Finished { bytes, .. } = o {
+                self.download_bytes_total.inc_by(bytes.unwrap_or(0));
+            }
+            let outcome = o.metric_label();
             self.downloads_total.get_or_create(&DownloadLabels { cluster: d.cluster.clone(), outcome }).inc();
         }
         self.templates.clear();

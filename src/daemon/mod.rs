@@ -12,6 +12,7 @@
 //!   passes saw. [`watch`]: the file-watch producer.
 
 pub mod control;
+pub mod fencing;
 pub mod metrics;
 mod pass;
 mod reload;
@@ -124,7 +125,7 @@ impl Daemon {
             Some(cfg) => Some(Ha::start(cfg, Some(format!("http://{bound}")))?),
             None => None,
         };
-        let gate = ha.as_ref().map(Ha::gate).unwrap_or_default();
+        let gate = ha.as_ref().map(fencing::gate).unwrap_or_default();
         let mut ha_seen = HaStatus::default();
         if let Some(h) = &ha {
             ha_seen = h.state.borrow().clone();

@@ -9,10 +9,11 @@ use tokio::time::Instant;
 
 use super::control::Trigger;
 use super::server::Shared;
-use crate::reconcile::apply::{Outcome, Progress, ProgressSink};
 use crate::reconcile::lookups::{LookupLog, log_summary};
 use crate::reconcile::plan::{ItemState, Plan};
+use crate::reconcile::progress::{Progress, ProgressSink};
 use crate::reconcile::{ClusterPass, Fleet};
+use crate::reconcile::{Failure, Outcome};
 
 /// What a finished pass hands back to the loop.
 #[derive(Debug)]
@@ -33,9 +34,9 @@ impl PassResult {
         let items = self.clusters.iter().flat_map(|c| c.plan.items.iter().map(move |i| (i, &c.outcomes)));
         for (item, outcomes) in items {
             let failing = match &item.state {
-                ItemState::Blocked(b) => b.retryable,
+                ItemState::Blocked(b) => b.retryable(),
                 ItemState::Download { download } => {
-                    matches!(outcomes.get(*download), Some(Outcome::Failed { retryable: true, .. }))
+                    outcomes.get(*download).and_then(Outcome::failure).is_some_and(Failure::retryable)
                 }
                 ItemState::Cached { .. } => false,
             };

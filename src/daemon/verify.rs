@@ -147,9 +147,10 @@ impl Verifier for Ledger {
                 tracing::info!(%volid, "repaired: the corrupt file was downloaded again");
                 corrupt.remove(&(cluster, volid));
             }
-            Verified::Corrupt(error) => {
-                shared.update(|s| s.mark_corrupt(&cluster, &volid, error, SystemTime::now()));
-                corrupt.insert((cluster, volid), error.clone());
+            Verified::Corrupt { .. } => {
+                let error = outcome.message().unwrap_or_default();
+                shared.update(|s| s.mark_corrupt(&cluster, &volid, &error, SystemTime::now()));
+                corrupt.insert((cluster, volid), error);
             }
             Verified::Failed(error) => tracing::warn!(%volid, %error, "could not verify"),
         }

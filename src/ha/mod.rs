@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HaConfig;
-use crate::reconcile::apply::StartGate;
 pub use etcd::EtcdError;
 
 /// How long a resigning leader waits for etcd to take its resignation.
@@ -99,12 +98,32 @@ impl LeaseClock {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), LeaseLost> {
         match *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Some(until) if Instant::now() < until => Ok(()),
-            Some(_) => Err("this daemon's etcd lease was not renewed in time (fenced); the leader starts it".into()),
-            None => Err("this daemon does not hold the etcd lease (fenced); the leader starts it".into()),
+            Some(_) => Err(LeaseLost::Expired),
+            None => Err(LeaseLost::NotHeld),
         }
+    }
+}
+
+/// Why this daemon may not act as leader right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseLost {
+    /// The lease was held but not renewed in time: another daemon may lead by now.
+    Expired,
+    /// This daemon does not hold the lease.
+    NotHeld,
+}
+
+/// A view of the lease for fencing: asked before each start, answers on this daemon's monotonic clock.
+#[derive(Debug, Clone)]
+pub struct Lease(Arc<LeaseClock>);
+
+impl Lease {
+    /// `Ok` while this daemon's lease is surely alive.
+    pub fn check(&self) -> Result<(), LeaseLost> {
+        self.0.check()
     }
 }
 
@@ -144,10 +163,9 @@ impl Ha {
         Ok(Self { state, clock, stop, task })
     }
 
-    /// Asked before each download starts: open only while this daemon's lease is surely alive.
-    pub fn gate(&self) -> StartGate {
-        let clock = Arc::clone(&self.clock);
-        StartGate::new(move || clock.check())
+    /// The lease, to ask before each download starts: open only while it is surely alive.
+    pub fn lease(&self) -> Lease {
+        Lease(Arc::clone(&self.clock))
     }
 
     /// Waits (up to `limit`) until the election has placed this process as leader or standby; the status then.

@@ -323,10 +323,9 @@ impl Client {
             Failure::CutOff(e) => return self.decode_error(method, path, format!("answer cut off: {}", root_cause(e))),
         };
         let cause = root_cause(e);
-        // rustls' error may sit behind an io::Error that hyper boxed again; its text is stable.
-        let bad_certificate = matches!(rustls_cause(e), Some(rustls::Error::InvalidCertificate(_)))
-            || cause.contains("invalid peer certificate");
-        if bad_certificate || rustls_cause(e).is_some() {
+        let tls_failure = rustls_cause(e);
+        let bad_certificate = matches!(tls_failure, Some(rustls::Error::InvalidCertificate(_)));
+        if tls_failure.is_some() {
             let detail = match (bad_certificate, self.pins.is_some()) {
                 (true, true) if self.endpoints.len() > 1 => {
                     let seen = self.seen_fingerprint.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
@@ -511,18 +510,19 @@ fn listing_path(node: &str, storage: &str) -> String {
     ["/nodes/", &segment(node), "/storage/", &segment(storage), "/content"].concat()
 }
 
+/// The rustls error somewhere in a chain. An `io::Error`'s `source()` skips the error it wraps (it returns the
+/// wrapped error's source), so a wrapped error is visited through `get_ref` — io::Errors nest when hyper and
+/// tokio-rustls each wrap one.
 fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(r) = c.downcast_ref::<rustls::Error>() {
             return Some(r.clone());
         }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                return Some(r.clone());
-            }
-        }
-        cause = c.source();
+        cause = match c.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner),
+            None => c.source(),
+        };
     }
     None
 }

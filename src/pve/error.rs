@@ -2,7 +2,7 @@
 //! retry can help.
 
 /// A failed Proxmox API call.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PveError {
     /// No endpoint could be reached (connection refused, DNS, reset).
     #[error(
@@ -45,15 +45,29 @@ impl PveError {
         }
     }
 
-    /// A short, low-cardinality label for metrics and status (`connect`, `timeout`, `tls`, `http_403`, ...).
-    pub fn kind(&self) -> String {
+    /// A short, fixed label for metrics and status (`connect`, `timeout`, `tls`, `http_403`, ...): the statuses
+    /// Proxmox sends have their own, any other is `http_other`, so the label set stays bounded.
+    pub fn metric_label(&self) -> &'static str {
         match self {
-            PveError::Connect { .. } => "connect".into(),
-            PveError::Timeout { .. } => "timeout".into(),
-            PveError::Tls { .. } => "tls".into(),
-            PveError::Setup { .. } => "setup".into(),
-            PveError::Api { status, .. } => format!("http_{status}"),
-            PveError::Decode { .. } => "decode".into(),
+            PveError::Connect { .. } => "connect",
+            PveError::Timeout { .. } => "timeout",
+            PveError::Tls { .. } => "tls",
+            PveError::Setup { .. } => "setup",
+            PveError::Decode { .. } => "decode",
+            PveError::Api { status, .. } => match status {
+                400 => "http_400",
+                401 => "http_401",
+                403 => "http_403",
+                500 => "http_500",
+                501 => "http_501",
+                502 => "http_502",
+                503 => "http_503",
+                504 => "http_504",
+                595 => "http_595",
+                596 => "http_596",
+                300..=399 => "http_3xx",
+                _ => "http_other",
+            },
         }
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod client;
 pub mod error;
+pub mod exit;
 pub mod tls;
 mod transport;
 pub mod types;
 
 pub use client::{AnswerObserver, ApiAnswer, Client, ClientOptions, encode_segment, upid_node};
 pub use error::PveError;
+pub use exit::{TaskExit, TaskFailure, TaskFailureKind};

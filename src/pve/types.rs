@@ -106,9 +106,14 @@ impl TaskStatus {
         self.status == "stopped"
     }
 
+    /// How the task ended (meaningful once it is stopped).
+    pub fn exit(&self) -> super::exit::TaskExit {
+        super::exit::TaskExit::parse(self.exitstatus.as_deref())
+    }
+
     /// Proxmox's `status_is_error` inverted: `OK` or `WARNINGS: N` count as success.
     pub fn succeeded(&self) -> bool {
-        self.exitstatus.as_deref().is_some_and(|s| s == "OK" || s.starts_with("WARNINGS: "))
+        !matches!(self.exit(), super::exit::TaskExit::Failed(_))
     }
 }
 

@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::apply::Outcome;
-use super::plan::{ItemState, Plan, Scope};
+use super::outcome::Outcome;
+use super::plan::{BlockReason, ItemState, Plan, Scope};
 
 /// What was last logged for a (node, template): enough to notice a change, nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Logged {
     Hit(Arc<str>),
     Miss { storage: String, file: String },
-    Blocked(String),
+    Blocked(Box<BlockReason>),
 }
 
 impl Logged {
@@ -26,7 +26,7 @@ impl Logged {
                 let d = &plan.downloads[*download];
                 Logged::Miss { storage: d.storage.clone(), file: d.file.clone() }
             }
-            ItemState::Blocked(b) => Logged::Blocked(b.reason.clone()),
+            ItemState::Blocked(b) => Logged::Blocked(Box::new(b.clone())),
         }
     }
 
@@ -37,7 +37,7 @@ impl Logged {
             (Logged::Miss { storage, file }, ItemState::Download { download }) => {
                 plan.downloads.get(*download).is_some_and(|d| d.storage == *storage && d.file == *file)
             }
-            (Logged::Blocked(r), ItemState::Blocked(b)) => *r == b.reason,
+            (Logged::Blocked(r), ItemState::Blocked(b)) => **r == *b,
             _ => false,
         }
     }
@@ -88,7 +88,7 @@ impl LookupLog {
                 (ItemState::Blocked(b), Scope::Cluster) => {
                     if !unobserved_logged.contains(&cluster) {
                         unobserved_logged.push(cluster);
-                        tracing::warn!(%cluster, reason = %b.reason, retryable = b.retryable, "cluster not observed; nothing decided for it this pass");
+                        tracing::warn!(%cluster, reason = %b, retryable = b.retryable(), "cluster not observed; nothing decided for it this pass");
                     }
                 }
                 (ItemState::Cached { volid }, _) => tracing::info!(%cluster, %node, %template, %volid, "CACHE HIT"),
@@ -97,7 +97,7 @@ impl LookupLog {
                     tracing::info!(%cluster, %node, %template, storage = %d.storage, file = %d.file, "CACHE MISS");
                 }
                 (ItemState::Blocked(b), _) => {
-                    tracing::warn!(%cluster, %node, %template, reason = %b.reason, "CACHE MISS (blocked)");
+                    tracing::warn!(%cluster, %node, %template, reason = %b, kind = b.metric_label(), "CACHE MISS (blocked)");
                 }
             }
         }

@@ -3,19 +3,26 @@
 //! - [`observation`]: the observation model, plain data.
 //! - `observe`: API → [`observation::ClusterObservation`], with the fewest calls.
 //! - [`plan`]: desired × observed → [`plan::Plan`]; pure, imports nothing that does I/O.
-//! - [`apply`]: starts, adopts and follows downloads; `prune` deletes superseded builds after them.
+//! - [`apply`]: runs a plan's downloads, then prune's deletions, within the cluster's limits.
+//! - [`task`]: the one seam that starts, adopts, follows and deletes Proxmox tasks; [`outcome`]: how each ended.
+//! - [`fence`]: the start gate HA fencing closes.
 //! - [`lookups`]: the `CACHE HIT` / `CACHE MISS` log lines, on change only.
 //! - [`inventory`]: every node's vztmpl volumes, kept between passes for the resolve API.
 
 pub mod apply;
+pub mod fence;
 pub mod inventory;
 pub mod lookups;
 pub mod observation;
 mod observe;
+pub mod outcome;
 pub mod plan;
 pub mod progress;
-mod prune;
+pub mod task;
 pub mod verify;
+
+pub use fence::{Fence, Fenced, StartGate};
+pub use outcome::{Failure, Outcome};
 
 use std::sync::Arc;
 
@@ -55,13 +62,13 @@ pub struct ClusterPass {
     /// The cluster's plan (download indices are this plan's).
     pub plan: Arc<plan::Plan>,
     /// One outcome per download of `plan`.
-    pub outcomes: Vec<apply::Outcome>,
+    pub outcomes: Vec<Outcome>,
     /// The plan is the previous pass's, reused: nothing about the cluster changed.
     pub unchanged: bool,
 }
 
 /// Joins clusters' passes into one plan (download indices shifted) and one list of outcomes.
-pub fn merge(passes: &[ClusterPass]) -> (plan::Plan, Vec<apply::Outcome>) {
+pub fn merge(passes: &[ClusterPass]) -> (plan::Plan, Vec<Outcome>) {
     let mut whole = plan::Plan::default();
     let mut outcomes = Vec::new();
     for p in passes {
@@ -77,7 +84,7 @@ pub struct Fleet {
     pub config: Arc<Config>,
     pub clusters: Vec<Cluster>,
     /// Asked before each download starts (HA fencing); open by default.
-    pub gate: apply::StartGate,
+    pub gate: StartGate,
     /// Which cached files to re-hash (`verify`), and where the results go; none by default.
     pub verifier: Option<Arc<dyn verify::Verifier>>,
 }
@@ -93,7 +100,7 @@ impl Fleet {
                 Ok(Cluster { config: c.clone(), client, steady: Arc::default() })
             })
             .collect::<Result<Vec<_>, PveError>>()?;
-        Ok(Self { config: Arc::new(config), clusters, gate: apply::StartGate::default(), verifier: None })
+        Ok(Self { config: Arc::new(config), clusters, gate: StartGate::default(), verifier: None })
     }
 
     /// Observes every cluster concurrently; one observation per cluster, in configuration order.
@@ -146,8 +153,8 @@ impl Fleet {
     /// its outcomes when that cluster is done. Returns each cluster's part, in configuration order.
     pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> Vec<ClusterPass>
     where
-        P: Fn(&plan::Plan, &observation::ClusterObservation, bool) -> Option<apply::ProgressSink>,
-        A: Fn(&plan::Plan, &[apply::Outcome], bool),
+        P: Fn(&plan::Plan, &observation::ClusterObservation, bool) -> Option<progress::ProgressSink>,
+        A: Fn(&plan::Plan, &[Outcome], bool),
     {
         let (on_plan, on_applied) = (&on_plan, &on_applied);
         let observing = &tokio::sync::Semaphore::new(OBSERVING_CLUSTERS);

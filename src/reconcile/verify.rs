@@ -5,11 +5,13 @@
 
 use std::time::Instant;
 
-use super::apply::{Outcome, StartGate};
+use super::fence::StartGate;
 use super::observation::ClusterObservation;
+use super::outcome::{Failure, Outcome};
 use super::plan::{Download, Plan};
+use super::task;
 use crate::config::DownloadSettings;
-use crate::pve::Client;
+use crate::pve::{Client, TaskFailureKind};
 
 /// One cached file to re-hash: the download that would bring it, posted onto it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +28,23 @@ pub struct Verification {
 pub enum Verified {
     /// Proxmox hashed the file and it matches.
     Good,
-    /// The checksum does not match (the task's message).
-    Corrupt(String),
+    /// The checksum does not match; `repair` says how a repair went, when one was tried.
+    Corrupt { mismatch: Failure, repair: Option<RepairFailed> },
     /// Corrupt, deleted and downloaded again.
     Repaired,
     /// It cannot be verified this way (e.g. not in the node's index any more), or the attempt failed.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a repair (delete, then download again) did not bring a good file back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepairFailed {
+    /// The corrupt file could not be deleted.
+    #[error("the repair could not delete it: {0}")]
+    Delete(Failure),
+    /// It was deleted, but the download that should replace it failed.
+    #[error("deleted, but downloading again failed: {0}")]
+    Download(Failure),
 }
 
 impl Verified {
@@ -39,9 +52,19 @@ impl Verified {
     pub fn as_str(&self) -> &'static str {
         match self {
             Verified::Good => "good",
-            Verified::Corrupt(_) => "corrupt",
+            Verified::Corrupt { .. } => "corrupt",
             Verified::Repaired => "repaired",
             Verified::Failed(_) => "failed",
+        }
+    }
+
+    /// What status and logs show for a corrupt or failed verification.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Verified::Corrupt { mismatch, repair: None } => Some(mismatch.to_string()),
+            Verified::Corrupt { mismatch, repair: Some(r) } => Some(format!("{mismatch}; {r}")),
+            Verified::Failed(f) => Some(f.to_string()),
+            Verified::Good | Verified::Repaired => None,
         }
     }
 }
@@ -56,38 +79,45 @@ pub trait Verifier: Send + Sync + std::fmt::Debug {
 
 /// Posts the download onto the existing file and follows the task; repairs when asked.
 pub async fn verify(client: &Client, v: &Verification, settings: &DownloadSettings, gate: &StartGate) -> Verified {
-    if let Err(reason) = gate.check() {
-        return Verified::Failed(format!("not started: {reason}"));
+    if let Err(fenced) = gate.check() {
+        return Verified::Failed(fenced.into());
     }
     let d = &v.download;
     // Posted onto the existing file on purpose: Proxmox hashes it instead of downloading.
-    let error = match super::apply::start(client, d).await {
-        Err(e) => return Verified::Failed(e.to_string()),
-        Ok(upid) => match super::apply::follow(client, 0, &upid, settings, None).await {
-            Ok(_) => return Verified::Good,
-            Err((error, _)) => error,
-        },
+    let upid = match task::start(client, d).await {
+        Ok(upid) => upid,
+        Err(failure) => return Verified::Failed(failure),
     };
-    if !error.contains("checksum mismatch") {
-        return Verified::Failed(error);
-    }
-    tracing::warn!(volid = %d.volid(), %error, "CORRUPT: the cached file does not match its checksum");
+    let mismatch = match task::follow(client, 0, &upid, settings, None).await {
+        Ok(_) => return Verified::Good,
+        Err(f) if f.task_failure().is_some_and(|t| t.kind == TaskFailureKind::ChecksumMismatch) => f,
+        Err(f) => return Verified::Failed(f),
+    };
+    tracing::warn!(volid = %d.volid(), error = %mismatch, "CORRUPT: the cached file does not match its checksum");
     if !v.repair {
-        return Verified::Corrupt(error);
+        return Verified::Corrupt { mismatch, repair: None };
     }
+    match repair(client, d, settings, gate).await {
+        Ok(()) => Verified::Repaired,
+        Err(failed) => Verified::Corrupt { mismatch, repair: Some(failed) },
+    }
+}
+
+/// Deletes the corrupt file and downloads it again.
+async fn repair(
+    client: &Client,
+    d: &Download,
+    settings: &DownloadSettings,
+    gate: &StartGate,
+) -> Result<(), RepairFailed> {
     let started = Instant::now();
-    match super::prune::delete(client, &d.node, &d.storage, &d.volid(), settings, gate).await {
-        Outcome::Failed { error: e, .. } => {
-            return Verified::Corrupt(format!("{error}; the repair could not delete it: {e}"));
-        }
-        _ => {
-            tracing::info!(volid = %d.volid(), seconds = started.elapsed().as_secs(), "deleted the corrupt file; downloading it again")
-        }
+    if let Outcome::Failed { failure, .. } = task::delete(client, &d.node, &d.storage, &d.volid(), settings, gate).await
+    {
+        return Err(RepairFailed::Delete(failure));
     }
-    match super::apply::run_download(client, 0, d, settings, None, gate).await {
-        Outcome::Finished { .. } | Outcome::AlreadyPresent => Verified::Repaired,
-        Outcome::Failed { error: e, .. } => {
-            Verified::Corrupt(format!("{error}; deleted, but downloading again failed: {e}"))
-        }
+    tracing::info!(volid = %d.volid(), seconds = started.elapsed().as_secs(), "deleted the corrupt file; downloading it again");
+    match task::download(client, 0, d, settings, None, gate).await {
+        Outcome::Failed { failure, .. } => Err(RepairFailed::Download(failure)),
+        _ => Ok(()),
     }
 }

@@ -15,8 +15,9 @@ mod template;
 pub use template::{TemplateDetail, TemplateState, TemplateStatus, templates_from};
 
 use super::control::Trigger;
-use crate::reconcile::apply::{Outcome, Phase, Progress};
+use crate::reconcile::Outcome;
 use crate::reconcile::plan::{Plan, Scope};
+use crate::reconcile::progress::{Phase, Progress};
 
 /// RFC 3339 time, to the second.
 pub fn timestamp(t: SystemTime) -> String {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reconcile::apply::Outcome;
+use crate::reconcile::Outcome;
 use crate::reconcile::plan::{ItemState, Plan, Scope};
 
 /// Where one template stands on one node.
@@ -189,16 +189,16 @@ pub fn templates_from<'p>(
                 let storage = Some(storage(&d.storage));
                 match outcomes.and_then(|o| o.get(*download)) {
                     None => TemplateStatus { state: TemplateState::Missing, storage, ..base },
-                    Some(Outcome::Finished { .. } | Outcome::AlreadyPresent) => {
+                    Some(Outcome::Finished { .. } | Outcome::AlreadyPresent | Outcome::AlreadyAbsent) => {
                         let volid = Some(Arc::from(d.volid()));
                         TemplateStatus { state: TemplateState::Cached, storage, volid, ..base }
                     }
-                    Some(Outcome::Failed { upid, error, .. }) => TemplateStatus {
+                    Some(Outcome::Failed { upid, failure }) => TemplateStatus {
                         state: TemplateState::Failed,
                         storage,
                         detail: Some(Box::new(TemplateDetail {
                             upid: upid.clone(),
-                            error: Some(error.clone()),
+                            error: Some(failure.to_string()),
                             ..Default::default()
                         })),
                         ..base
@@ -206,7 +206,7 @@ pub fn templates_from<'p>(
                 }
             }
             ItemState::Blocked(b) => {
-                let detail = Some(Box::new(TemplateDetail { error: Some(b.reason.clone()), ..Default::default() }));
+                let detail = Some(Box::new(TemplateDetail { error: Some(b.to_string()), ..Default::default() }));
                 TemplateStatus { state: TemplateState::Blocked, detail, ..base }
             }
         };

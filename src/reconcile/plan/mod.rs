@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+mod block;
 mod oci;
 mod planner;
 mod prune;
 #[cfg(test)]
 mod tests;
 
+pub use block::BlockReason;
 use planner::{ClusterPlanner, Resolution};
 
 use super::observation::ClusterObservation;
@@ -46,9 +48,9 @@ pub struct Deletion {
     pub template: String,
     /// The newer builds kept.
     pub kept: Vec<String>,
-    /// Why it cannot be deleted yet (a missing privilege), if so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<String>,
+    /// Why it cannot be deleted yet (a missing privilege), if so; in JSON its text.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "block_text")]
+    pub blocked: Option<BlockReason>,
     /// The download (index in `downloads`) that brings the newest build: deleted only once it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<usize>,
@@ -74,27 +76,7 @@ pub enum ItemState {
     /// `plan.downloads[download]` will provide it.
     Download { download: usize },
     /// It cannot be provided until something changes.
-    Blocked(Blocked),
-}
-
-/// Why something cannot be provided, and whether it may resolve by itself (a node back online) or needs a
-/// person (a privilege, a spelling).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Blocked {
-    pub reason: String,
-    pub retryable: bool,
-}
-
-impl Blocked {
-    /// Blocked until something outside changes by itself (network, a node coming back).
-    pub fn retryable(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), retryable: true }
-    }
-
-    /// Blocked until a person changes something (configuration, privileges, the cluster's storages).
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), retryable: false }
-    }
+    Blocked(BlockReason),
 }
 
 /// What a plan item is about: one node, or the whole cluster when the cluster itself could not be observed.
@@ -238,7 +220,10 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                     cluster: Arc::clone(&name),
                     node: Scope::Cluster,
                     template: label(t),
-                    state: ItemState::Blocked(Blocked { reason: err.clone(), retryable: obs.error_retryable }),
+                    state: ItemState::Blocked(BlockReason::ClusterUnobserved {
+                        error: err.clone(),
+                        retryable: obs.error_retryable,
+                    }),
                 });
             }
             continue;
@@ -335,4 +320,12 @@ pub fn summary(plan: &Plan) -> String {
         plan.downloads.len(),
         counts.get("blocked").unwrap_or(&0)
     )
+}
+
+/// A deletion's block in JSON: its text, as before the reasons were typed.
+fn block_text<S: serde::Serializer>(blocked: &Option<BlockReason>, serializer: S) -> Result<S::Ok, S::Error> {
+    match blocked {
+        Some(reason) => serializer.collect_str(reason),
+        None => serializer.serialize_none(),
+    }
 }

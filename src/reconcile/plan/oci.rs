@@ -2,7 +2,7 @@
 //! needs `Sys.AccessNetwork` on the node with no alternative (unlike `download-url`).
 
 use super::planner::{ClusterPlanner, Resolution};
-use super::{Blocked, Download, Source};
+use super::{BlockReason, Download, Source};
 use crate::config::TemplateConfig;
 use crate::reconcile::observation::NodeObservation;
 
@@ -20,15 +20,13 @@ impl ClusterPlanner<'_> {
         }
         match &self.obs.pve_version {
             Some(Ok(v)) if major(v).is_some_and(|m| m < 9) => {
-                return Resolution::Blocked(Blocked::permanent(format!(
-                    "OCI images need Proxmox VE 9.0 or later (oci-registry-pull); cluster {} runs {v}: upgrade it, or remove this template",
-                    self.obs.name
-                )));
+                return Resolution::Blocked(BlockReason::OciNeedsPve9 {
+                    cluster: self.obs.name.clone(),
+                    version: v.to_string(),
+                });
             }
             Some(Err(e)) => {
-                return Resolution::Blocked(Blocked::retryable(format!(
-                    "cannot read the Proxmox VE version ({e}); OCI pulls need 9.0 or later"
-                )));
+                return Resolution::Blocked(BlockReason::VersionUnknown { error: e.to_string() });
             }
             _ => {}
         }
@@ -44,10 +42,7 @@ impl ClusterPlanner<'_> {
             may(&node.name).then(|| node.name.clone())
         };
         let Some(via) = via else {
-            return Resolution::Blocked(Blocked::permanent(format!(
-                "oci-registry-pull needs Sys.AccessNetwork on /nodes/{} (Sys.Audit+Sys.Modify on / does not do, unlike download-url); grant it to the token",
-                node.name
-            )));
+            return Resolution::Blocked(BlockReason::OciNoAccessNetwork { node: node.name.clone() });
         };
         Resolution::Download(Box::new(Download {
             cluster: self.obs.name.clone(),

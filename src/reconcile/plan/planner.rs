@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Blocked, DEFAULT_SIZE_ESTIMATE, Download, Source};
+use super::{BlockReason, DEFAULT_SIZE_ESTIMATE, Download, Source};
 use crate::config::{Checksum, Policy, StorageSelector, TemplateConfig, TemplateSource};
 use crate::reconcile::observation::{ClusterObservation, IndexEntry, NodeObservation, StorageObservation, find_cached};
 use crate::template::{TemplateSpec, compare_recency};
@@ -11,7 +11,7 @@ use crate::template::{TemplateSpec, compare_recency};
 pub(super) enum Resolution {
     Cached(std::sync::Arc<str>),
     Download(Box<Download>),
-    Blocked(Blocked),
+    Blocked(BlockReason),
 }
 
 pub(super) struct ClusterPlanner<'a> {
@@ -26,19 +26,16 @@ pub(super) struct ClusterPlanner<'a> {
 impl ClusterPlanner<'_> {
     pub(super) fn resolve(&self, node: &NodeObservation, t: &TemplateConfig) -> Resolution {
         if let Some(err) = &node.error {
-            return Resolution::Blocked(Blocked::permanent(err.clone()));
+            return Resolution::Blocked(BlockReason::NodeUnobserved { error: err.clone() });
         }
         if !node.online {
-            return Resolution::Blocked(Blocked::retryable(format!("node {} is offline", node.name)));
+            return Resolution::Blocked(BlockReason::NodeOffline { node: node.name.clone() });
         }
         if !self.obs.storages.values().any(|s| s.active_on(&node.name)) {
-            return Resolution::Blocked(Blocked::permanent(format!(
-                "node {} has no active storage with vztmpl content; enable 'Container template' on a storage (Datacenter → Storage)",
-                node.name
-            )));
+            return Resolution::Blocked(BlockReason::NoTemplateStorage { node: node.name.clone() });
         }
-        if let Some(err) = self.listing_error(&node.name) {
-            return Resolution::Blocked(Blocked::retryable(err));
+        if let Some(blocked) = self.listing_error(&node.name) {
+            return Resolution::Blocked(blocked);
         }
         // A storage the configuration names must exist there, even while everything is cached: the mistake
         // would only surface at the next miss otherwise.
@@ -57,9 +54,9 @@ impl ClusterPlanner<'_> {
     }
 
     /// A listing that failed on a storage the node uses: the cache state is unknown, so nothing is decided.
-    fn listing_error(&self, node: &str) -> Option<String> {
+    fn listing_error(&self, node: &str) -> Option<BlockReason> {
         self.obs.storages.values().filter(|s| s.active_on(node)).find_map(|s| match s.volumes_for(node) {
-            Some(Err(e)) => Some(format!("cannot list storage {}: {e}", s.id)),
+            Some(Err(e)) => Some(BlockReason::ListingFailed { storage: s.id.clone(), error: e.to_string() }),
             _ => None,
         })
     }
@@ -155,7 +152,7 @@ impl ClusterPlanner<'_> {
                 let suggestion = crate::suggest::hint(&typed, names.iter().map(String::as_str));
                 format!("'{spec}' ({}) is in no node's appliance index{suggestion}; {hint}", node.arch)
             };
-            return Resolution::Blocked(Blocked { reason, retryable: unknown });
+            return Resolution::Blocked(BlockReason::NotInIndex { detail: reason, indexes_unread: unknown });
         };
         let (storage, shared) = match self.writable_target(node, t) {
             Ok(target) => target,
@@ -200,10 +197,10 @@ impl ClusterPlanner<'_> {
                     Source::Url { url: location.clone(), algorithm: "sha512".into(), checksum: sha512.clone() },
                 )))
             }
-            _ => Resolution::Blocked(Blocked::permanent(format!(
-                "{} is not in node {}'s appliance index (stale): run `pveam update` on {}, or grant the token Sys.AccessNetwork on /nodes/{} so vztmpld can download it directly",
-                entry.template, node.name, node.name, node.name
-            ))),
+            _ => Resolution::Blocked(BlockReason::StaleIndex {
+                template: entry.template.clone(),
+                node: node.name.clone(),
+            }),
         }
     }
 
@@ -218,10 +215,7 @@ impl ClusterPlanner<'_> {
         url: String,
     ) -> Resolution {
         let Some(sha512) = &entry.sha512 else {
-            return Resolution::Blocked(Blocked::permanent(format!(
-                "{} has no sha512 in the appliance index, so a mirror's copy could not be verified; vztmpld does not fetch it from {url}",
-                entry.template
-            )));
+            return Resolution::Blocked(BlockReason::MirrorUnverifiable { template: entry.template.clone(), url });
         };
         let source = Source::Url { url, algorithm: "sha512".into(), checksum: sha512.clone() };
         self.url_download(&node.name, storage, shared, &entry.template, source, "grant it, or remove the mirror")
@@ -235,12 +229,10 @@ impl ClusterPlanner<'_> {
         shared: bool,
         file: &str,
         source: Source,
-        fix: &str,
+        fix: &'static str,
     ) -> Resolution {
         let Some(via) = self.download_url_via(node, &storage, shared) else {
-            return Resolution::Blocked(Blocked::permanent(format!(
-                "download-url needs Sys.AccessNetwork on /nodes/{node} (or Sys.Audit+Sys.Modify on /); {fix}"
-            )));
+            return Resolution::Blocked(BlockReason::NoDownloadUrl { node: node.to_string(), fix });
         };
         let cluster = self.obs.name.clone();
         let file = file.to_string();
@@ -325,11 +317,8 @@ impl ClusterPlanner<'_> {
 
     fn missing_allocate(&self, storage: &str) -> Option<Resolution> {
         let path = format!("/storage/{storage}");
-        (!self.obs.permissions.has(&path, "Datastore.AllocateTemplate")).then(|| {
-            Resolution::Blocked(Blocked::permanent(format!(
-                "the token lacks Datastore.AllocateTemplate on {path}; grant it (see README: minimal role)"
-            )))
-        })
+        (!self.obs.permissions.has(&path, "Datastore.AllocateTemplate"))
+            .then_some(Resolution::Blocked(BlockReason::NoAllocateTemplate { path }))
     }
 
     /// Free bytes of a storage on a node, when Proxmox reported plausible sizes.
@@ -346,17 +335,18 @@ impl ClusterPlanner<'_> {
     }
 
     /// Why a named storage cannot take templates on a node (with the ones that can), or `None` when it can.
-    pub(super) fn wrong_storage(&self, id: &str, node: &str) -> Option<Blocked> {
+    pub(super) fn wrong_storage(&self, id: &str, node: &str) -> Option<BlockReason> {
         if self.obs.storages.get(id).is_some_and(|s| s.active_on(node)) {
             return None;
         }
         let usable: Vec<&str> =
             self.obs.storages.values().filter(|s| s.active_on(node)).map(|s| s.id.as_str()).collect();
-        Some(Blocked::permanent(format!(
-            "storage {id} is not an active storage with vztmpl content on node {node}{} (usable there: {})",
-            crate::suggest::hint(id, usable.iter().copied()),
-            if usable.is_empty() { "none".to_string() } else { usable.join(", ") }
-        )))
+        Some(BlockReason::WrongStorage {
+            storage: id.to_string(),
+            node: node.to_string(),
+            hint: crate::suggest::hint(id, usable.iter().copied()),
+            usable: usable.iter().map(|s| s.to_string()).collect(),
+        })
     }
 
     /// The storage the configuration names for a template (its own `storage:`, else the cluster's).
@@ -376,12 +366,12 @@ impl ClusterPlanner<'_> {
             }
             if !self.room_on(&id, &node.name) {
                 let free = self.avail_on(&id, &node.name).unwrap_or(0);
-                return Err(Resolution::Blocked(Blocked::retryable(format!(
-                    "storage {id} on node {} has {} MiB free; a template may need up to {} MiB: free space there, or set another storage",
-                    node.name,
-                    free / (1024 * 1024),
-                    self.size_estimate() / (1024 * 1024)
-                ))));
+                return Err(Resolution::Blocked(BlockReason::NamedStorageFull {
+                    storage: id,
+                    node: node.name.clone(),
+                    free_mib: free / (1024 * 1024),
+                    need_mib: self.size_estimate() / (1024 * 1024),
+                }));
             }
             return Ok(id);
         }
@@ -403,11 +393,10 @@ impl ClusterPlanner<'_> {
             .max_by_key(|s| (s.on_nodes.get(&node.name).and_then(|o| o.avail), std::cmp::Reverse(s.id.clone())))
             .map(|s| s.id.clone())
             .ok_or_else(|| {
-                Resolution::Blocked(Blocked::retryable(format!(
-                    "no vztmpl storage on node {} has {} MiB free for the template",
-                    node.name,
-                    self.size_estimate() / (1024 * 1024)
-                )))
+                Resolution::Blocked(BlockReason::NoRoom {
+                    node: node.name.clone(),
+                    need_mib: self.size_estimate() / (1024 * 1024),
+                })
             })
     }
 }

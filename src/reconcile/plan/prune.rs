@@ -3,8 +3,8 @@
 //! arriving by a planned download, after which the deletion runs), and never a file another configured template
 //! of the cluster matches.
 
-use super::Deletion;
 use super::planner::ClusterPlanner;
+use super::{BlockReason, Deletion};
 use crate::config::{TemplateConfig, TemplateSource};
 use crate::reconcile::observation::{NodeObservation, Volume};
 use crate::template::{TemplateName, compare_recency};
@@ -45,9 +45,8 @@ impl ClusterPlanner<'_> {
             return Vec::new();
         }
         let path = format!("/storage/{target}");
-        let blocked = (!self.obs.permissions.has(&path, "Datastore.Allocate")).then(|| {
-            format!("deleting needs Datastore.Allocate on {path} (AllocateTemplate is not enough); grant it, or remove prune")
-        });
+        let blocked = (!self.obs.permissions.has(&path, "Datastore.Allocate"))
+            .then(|| BlockReason::NoAllocate { path: path.clone() });
         let shared = self.is_shared(&target);
         matching
             .iter()

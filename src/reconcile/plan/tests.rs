@@ -125,7 +125,7 @@ fn a_storage_without_room_is_never_chosen() {
     assert_eq!(p.downloads[0].storage, "big");
     let p = plan(&config(StorageSelector::Named("local".into()), &["alpine-3.22"]), &[obs]);
     assert!(
-        matches!(&p.items[0].state, ItemState::Blocked(b) if b.reason.contains("has 10 MiB free; a template may need up to 512 MiB")),
+        matches!(&p.items[0].state, ItemState::Blocked(b @ BlockReason::NamedStorageFull { free_mib: 10, need_mib: 512, .. }) if b.retryable()),
         "{p:?}"
     );
 }
@@ -146,7 +146,7 @@ fn no_vztmpl_storage_is_blocked_with_the_fix() {
     let obs = observed(&["a"], vec![]);
     let p = plan(&config(StorageSelector::Auto, &["alpine"]), &[obs]);
     assert!(
-        matches!(&p.items[0].state, ItemState::Blocked(Blocked { reason, retryable: false }) if reason.contains("enable 'Container template'"))
+        matches!(&p.items[0].state, ItemState::Blocked(b @ BlockReason::NoTemplateStorage { .. }) if !b.retryable() && b.to_string().contains("enable 'Container template'"))
     );
 }
 
@@ -163,7 +163,8 @@ fn an_unreadable_index_is_named_in_the_reason() {
     obs.indexes.insert("b".into(), Err("cluster lab: GET /nodes/b/aplinfo: unexpected answer: bad JSON".into()));
     let p = plan(&config(StorageSelector::Auto, &["debian-13"]), &[obs]);
     let ItemState::Blocked(b) = &p.items[0].state else { panic!("{p:?}") };
-    assert!(b.reason.contains("unreadable: b: cluster lab: GET /nodes/b/aplinfo: unexpected answer"), "{}", b.reason);
+    let text = b.to_string();
+    assert!(text.contains("unreadable: b: cluster lab: GET /nodes/b/aplinfo: unexpected answer"), "{text}");
 }
 
 #[test]
@@ -171,12 +172,15 @@ fn typos_get_a_suggestion_and_a_wrong_storage_is_reported_even_when_cached() {
     let obs = observed(&["a"], vec![storage("local", false, &["a"], GB, &[ALPINE])]);
     let p = plan(&config(StorageSelector::Auto, &["alpne-3.22"]), std::slice::from_ref(&obs));
     let ItemState::Blocked(b) = &p.items[0].state else { panic!("{p:?}") };
-    assert!(b.reason.contains("did you mean 'alpine-3.22'?"), "{}", b.reason);
+    assert!(b.to_string().contains("did you mean 'alpine-3.22'?"), "{b}");
 
     let p = plan(&config(StorageSelector::Named("lcoal".into()), &["alpine-3.22"]), &[obs]);
     let ItemState::Blocked(b) = &p.items[0].state else { panic!("cached, but the named storage is wrong: {p:?}") };
-    assert!(b.reason.contains("storage lcoal is not") && b.reason.contains("did you mean 'local'?"), "{}", b.reason);
-    assert!(b.reason.contains("usable there: local"), "{}", b.reason);
+    assert!(
+        matches!(b, BlockReason::WrongStorage { storage, usable, .. } if storage == "lcoal" && usable == &["local"]),
+        "{b}"
+    );
+    assert!(b.to_string().contains("storage lcoal is not") && b.to_string().contains("did you mean 'local'?"), "{b}");
 }
 
 #[test]

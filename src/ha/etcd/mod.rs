@@ -4,6 +4,8 @@
 //!
 //! Every call is bounded by the client's timeout and answer size; an unreachable endpoint moves on to the next.
 
+mod wire;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,7 +15,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+pub use wire::GrpcCode;
+use wire::{Answer, Authenticated, KeepAlive, LeaseGrant, Range, Txn};
 
 use crate::config::{HaConfig, Secret};
 
@@ -26,7 +32,12 @@ pub enum EtcdError {
     #[error("etcd is unreachable ({endpoints}): {detail}")]
     Unreachable { endpoints: String, detail: String },
     #[error("etcd at {endpoint} refused {path}: {message}")]
-    Refused { endpoint: String, path: &'static str, message: String },
+    Refused { endpoint: String, path: &'static str, code: Option<GrpcCode>, message: String },
+    /// etcd's guard: over the JSON gateway a certificate's Common Name cannot act as the user.
+    #[error(
+        "etcd at {endpoint} refuses JSON-gateway requests from a client certificate with a Common Name; issue vztmpld's certificate without a CN (subject alternative names only) and authenticate with ha.etcd.auth"
+    )]
+    CommonName { endpoint: String },
     #[error("etcd at {endpoint} gave an unexpected answer to {path}: {detail}")]
     Decode { endpoint: String, path: &'static str, detail: String },
     #[error("cannot set up the etcd client: {0}")]
@@ -83,23 +94,24 @@ impl Etcd {
     /// Grants a lease of `ttl` seconds: (lease id, the TTL etcd granted).
     pub async fn grant(&self, ttl: i64) -> Result<(i64, i64), EtcdError> {
         let path = "/v3/lease/grant";
-        let (endpoint, answer) = self.post(path, &json!({ "TTL": ttl })).await?;
-        let id = int(&answer["ID"]).filter(|id| *id != 0).ok_or_else(|| decode(&endpoint, path, "no lease ID"))?;
-        Ok((id, int(&answer["TTL"]).unwrap_or(ttl)))
+        let (endpoint, answer) = self.post::<LeaseGrant>(path, &json!({ "TTL": ttl })).await?;
+        if answer.id == 0 {
+            return Err(decode(&endpoint, path, "no lease ID"));
+        }
+        Ok((answer.id, if answer.ttl > 0 { answer.ttl } else { ttl }))
     }
 
     /// Renews a lease: its remaining TTL, or `None` when etcd no longer has it (expired or revoked).
     pub async fn keep_alive(&self, lease: i64) -> Result<Option<i64>, EtcdError> {
         // A bidirectional stream in gRPC; through the gateway one request gives one answer, `{"result": …}`.
-        let (_, answer) = self.post("/v3/lease/keepalive", &json!({ "ID": lease.to_string() })).await?;
-        let result = if answer.get("result").is_some() { &answer["result"] } else { &answer };
-        Ok(int(&result["TTL"]).filter(|ttl| *ttl > 0))
+        let (_, answer) = self.post::<KeepAlive>("/v3/lease/keepalive", &json!({ "ID": lease.to_string() })).await?;
+        Ok(Some(answer.ttl()).filter(|ttl| *ttl > 0))
     }
 
     /// Revokes a lease, deleting the keys bound to it. A lease etcd no longer has counts as revoked.
     pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
-        match self.post("/v3/lease/revoke", &json!({ "ID": lease.to_string() })).await {
-            Err(EtcdError::Refused { message, .. }) if message.contains("lease not found") => Ok(()),
+        match self.post::<Value>("/v3/lease/revoke", &json!({ "ID": lease.to_string() })).await {
+            Err(EtcdError::Refused { code: Some(GrpcCode::NotFound), .. }) => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -113,12 +125,12 @@ impl Etcd {
             "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
             "failure": [{ "request_range": { "key": key } }],
         });
-        let (endpoint, answer) = self.post(path, &body).await?;
-        if answer["succeeded"].as_bool() == Some(true) {
+        let (_, answer) = self.post::<Txn>(path, &body).await?;
+        if answer.succeeded {
             return Ok(None);
         }
-        let range = &answer["responses"][0]["response_range"];
-        match holder(range, &endpoint, path)? {
+        let range = answer.responses.into_iter().next().and_then(|r| r.response_range).unwrap_or_default();
+        match holder(range) {
             Some(h) => Ok(Some(h)),
             // Deleted between the compare and the read: vacant now; the caller tries again.
             None => Ok(Some(Holder { value: Vec::new(), lease: 0 })),
@@ -128,12 +140,12 @@ impl Etcd {
     /// The key's holder, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Holder>, EtcdError> {
         let path = "/v3/kv/range";
-        let (endpoint, answer) = self.post(path, &json!({ "key": B64.encode(key) })).await?;
-        holder(&answer, &endpoint, path)
+        let (_, answer) = self.post::<Range>(path, &json!({ "key": B64.encode(key) })).await?;
+        Ok(holder(answer))
     }
 
     /// POSTs to the first endpoint that answers, authenticating first when `auth` is configured.
-    async fn post(&self, path: &'static str, body: &Value) -> Result<(String, Value), EtcdError> {
+    async fn post<T: DeserializeOwned>(&self, path: &'static str, body: &Value) -> Result<(String, T), EtcdError> {
         let mut last = String::new();
         let n = self.endpoints.len().max(1);
         let start = self.current.load(Ordering::Relaxed);
@@ -152,7 +164,12 @@ impl Etcd {
         Err(EtcdError::Unreachable { endpoints, detail: last })
     }
 
-    async fn post_to(&self, base: &reqwest::Url, path: &'static str, body: &Value) -> Result<Value, EtcdError> {
+    async fn post_to<T: DeserializeOwned>(
+        &self,
+        base: &reqwest::Url,
+        path: &'static str,
+        body: &Value,
+    ) -> Result<T, EtcdError> {
         for attempt in 0..2 {
             let token = match &self.auth {
                 Some(_) => Some(self.token(base).await?),
@@ -160,13 +177,18 @@ impl Etcd {
             };
             match self.send(base, path, body, token).await {
                 // Simple tokens expire (5 min by default): authenticate again, once.
-                Err(EtcdError::Refused { message, .. }) if attempt == 0 && message.contains("invalid auth token") => {
+                Err(EtcdError::Refused { code: Some(GrpcCode::Unauthenticated), .. }) if attempt == 0 => {
                     *self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 }
                 other => return other,
             }
         }
-        Err(EtcdError::Refused { endpoint: base.to_string(), path, message: "invalid auth token twice".into() })
+        Err(EtcdError::Refused {
+            endpoint: base.to_string(),
+            path,
+            code: Some(GrpcCode::Unauthenticated),
+            message: "invalid auth token twice".into(),
+        })
     }
 
     /// The auth token, fetched once and reused until etcd says it is invalid.
@@ -176,22 +198,22 @@ impl Etcd {
         }
         let Some((name, password)) = &self.auth else { return Err(EtcdError::Setup("no auth configured".into())) };
         let path = "/v3/auth/authenticate";
-        let answer = self.send(base, path, &json!({ "name": name, "password": password.expose() }), None).await?;
-        let token = answer["token"].as_str().ok_or_else(|| decode(base.as_str(), path, "no token"))?;
-        let mut header =
-            HeaderValue::from_str(token).map_err(|_| decode(base.as_str(), path, "a token no header can carry"))?;
+        let answer: Authenticated =
+            self.send(base, path, &json!({ "name": name, "password": password.expose() }), None).await?;
+        let mut header = HeaderValue::from_str(&answer.token)
+            .map_err(|_| decode(base.as_str(), path, "a token no header can carry"))?;
         header.set_sensitive(true);
         *self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(header.clone());
         Ok(header)
     }
 
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         base: &reqwest::Url,
         path: &'static str,
         body: &Value,
         token: Option<HeaderValue>,
-    ) -> Result<Value, EtcdError> {
+    ) -> Result<T, EtcdError> {
         let url = base.join(path).map_err(|e| EtcdError::Setup(format!("{base}: {e}")))?;
         let mut request = self.http.post(url).json(body);
         if let Some(t) = token {
@@ -209,48 +231,17 @@ impl Etcd {
             }
             bytes.extend_from_slice(&chunk);
         }
-        // Streaming calls answer one JSON object per line; the first is the one asked for.
-        let first = bytes.split(|b| *b == b'\n').find(|l| !l.iter().all(u8::is_ascii_whitespace)).unwrap_or_default();
-        if String::from_utf8_lossy(&bytes).contains("CommonName of client") {
-            // etcd's guard: over the JSON gateway a certificate's CN cannot act as the user, so it refuses it.
-            return Err(EtcdError::Refused {
-                endpoint,
-                path,
-                message: "etcd refuses JSON-gateway requests from a client certificate with a Common Name; issue vztmpld's certificate without a CN (subject alternative names only) and authenticate with ha.etcd.auth".into(),
-            });
+        match wire::read(status.as_u16(), &bytes).map_err(|detail| decode(&endpoint, path, &detail))? {
+            Answer::Ok(json) => serde_json::from_str(json).map_err(|e| decode(&endpoint, path, &e.to_string())),
+            Answer::Refused { code, message } => Err(EtcdError::Refused { endpoint, path, code, message }),
+            Answer::CommonNameRefused => Err(EtcdError::CommonName { endpoint }),
         }
-        let value: Value = serde_json::from_slice(first).map_err(|e| {
-            let detail =
-                format!("HTTP {status}, not JSON ({e}): {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)]));
-            decode(&endpoint, path, &detail)
-        })?;
-        // Unary calls fail with an HTTP status; a stream's failure comes as `{"error": {…}}` in a 200.
-        if !status.is_success() || value.get("error").is_some_and(|e| !e.is_null()) {
-            let message = value["message"]
-                .as_str()
-                .or_else(|| value["error"].as_str())
-                .or_else(|| value["error"]["message"].as_str())
-                .unwrap_or("no message")
-                .to_string();
-            return Err(EtcdError::Refused { endpoint, path, message: format!("HTTP {}: {message}", status.as_u16()) });
-        }
-        Ok(value)
     }
 }
 
 /// The first key of a range answer, if any.
-fn holder(range: &Value, endpoint: &str, path: &'static str) -> Result<Option<Holder>, EtcdError> {
-    let Some(kv) = range["kvs"].as_array().and_then(|kvs| kvs.first()) else { return Ok(None) };
-    let value = match kv["value"].as_str() {
-        Some(v) => B64.decode(v).map_err(|e| decode(endpoint, path, &format!("value not base64: {e}")))?,
-        None => Vec::new(),
-    };
-    Ok(Some(Holder { value, lease: int(&kv["lease"]).unwrap_or(0) }))
-}
-
-/// An int64 as the gateway writes it (a string), or as a number.
-fn int(v: &Value) -> Option<i64> {
-    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_i64())
+fn holder(range: Range) -> Option<Holder> {
+    range.kvs.into_iter().next().map(|kv| Holder { value: kv.value, lease: kv.lease })
 }
 
 /// The error and its causes in one line (reqwest's own message hides the cause: refused, reset, TLS).
