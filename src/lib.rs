@@ -22,3 +22,4 @@ pub mod pve;
 pub mod reconcile;
 pub mod suggest;
 pub mod template;
+pub mod time;

@@ -9,16 +9,17 @@ use reqwest::Method;
 use serde_json::json;
 use vztmpld::config::TlsMode;
 use vztmpld::pve::{Client, PveError};
+use vztmpld::reconcile::connection;
 
 #[tokio::test]
 async fn pinned_fingerprint_is_accepted_and_a_wrong_pin_refused() {
     let sim = TestSim::start().await;
-    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&sim.server, "lab")), fast_options()).unwrap();
     assert_eq!(client.version().await.unwrap()["version"], "9.1.4");
 
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.tls = TlsMode::Pinned(vec![[0xAB; 32]]);
-    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap().version().await.unwrap_err();
     let PveError::Tls { detail, .. } = &err else { panic!("expected a TLS error, got {err}") };
     assert!(detail.contains(&sim.server.fingerprint), "shows what the server presented: {detail}");
     assert!(detail.contains("does not match tls.fingerprint"), "{detail}");
@@ -31,15 +32,15 @@ async fn ca_file_and_insecure_modes() {
     let sim = TestSim::start().await;
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.tls = TlsMode::CaFile { path: "sim.pem".into(), pem: sim.server.cert_pem.clone().into_bytes() };
-    assert!(Client::new(&cfg, fast_options()).unwrap().version().await.is_ok());
+    assert!(Client::new(connection(&cfg), fast_options()).unwrap().version().await.is_ok());
 
     let other = pve_sim::tls::SimIdentity::generate(&[]).unwrap();
     cfg.tls = TlsMode::CaFile { path: "other.pem".into(), pem: other.cert_pem.into_bytes() };
-    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap().version().await.unwrap_err();
     assert!(matches!(err, PveError::Tls { .. }), "{err}");
 
     cfg.tls = TlsMode::Insecure;
-    assert!(Client::new(&cfg, fast_options()).unwrap().version().await.is_ok());
+    assert!(Client::new(connection(&cfg), fast_options()).unwrap().version().await.is_ok());
 }
 
 #[tokio::test]
@@ -47,7 +48,7 @@ async fn wrong_token_gives_a_clear_401() {
     let sim = TestSim::start().await;
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.secret = vztmpld::config::Secret::new("zz-not-the-secret-zz".into());
-    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap().version().await.unwrap_err();
     assert_eq!(err.status(), Some(401));
     let text = err.to_string();
     assert!(text.starts_with("cluster lab: GET /version: HTTP 401:"), "{text}");
@@ -59,7 +60,7 @@ async fn wrong_token_gives_a_clear_401() {
 #[tokio::test]
 async fn errors_show_the_body_message_or_explain_the_status() {
     let sim = TestSim::start().await;
-    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&sim.server, "lab")), fast_options()).unwrap();
     let err = client.download_appliance("pve1", "local", "nope_1_amd64.tar.xz").await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -67,7 +68,7 @@ async fn errors_show_the_body_message_or_explain_the_status() {
     );
 
     let old = TestSim::with("quirks: {no_error_message: true}").await;
-    let client = Client::new(&cluster_config(&old.server, "old"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&old.server, "old")), fast_options()).unwrap();
     let err = client.templates_on("pve1", "nope").await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("HTTP 500: 'storage 'nope' does not exist': the Proxmox handler failed"), "{text}");
@@ -76,7 +77,7 @@ async fn errors_show_the_body_message_or_explain_the_status() {
 #[tokio::test]
 async fn retries_proxy_errors_but_not_handler_errors() {
     let sim = TestSim::start().await;
-    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&sim.server, "lab")), fast_options()).unwrap();
     sim.control(Method::POST, "faults", Some(json!({"path": "/nodes/{node}/aplinfo", "status": 595, "count": 2})))
         .await;
     assert!(client.appliances("pve1").await.is_ok(), "two 595s, then success on the third try");
@@ -93,7 +94,7 @@ async fn retries_proxy_errors_but_not_handler_errors() {
 async fn offline_node_is_retryable_595() {
     let sim = TestSim::start().await;
     sim.control(Method::POST, "nodes/pve3", Some(json!({"online": false}))).await;
-    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&sim.server, "lab")), fast_options()).unwrap();
     let err = client.appliances("pve3").await.unwrap_err();
     assert_eq!(err.status(), Some(595));
     assert!(err.is_retryable());
@@ -108,12 +109,12 @@ async fn fails_over_to_the_next_endpoint() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.endpoints.insert(0, reqwest::Url::parse(&format!("https://{dead}")).unwrap());
-    let client = Client::new(&cfg, fast_options()).unwrap();
+    let client = Client::new(connection(&cfg), fast_options()).unwrap();
     assert!(client.version().await.is_ok());
     assert!(client.version().await.is_ok(), "sticks to the endpoint that answered");
 
     cfg.endpoints.remove(1);
-    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap().version().await.unwrap_err();
     assert!(matches!(err, PveError::Connect { .. }), "{err}");
     assert!(err.is_retryable());
 }
@@ -124,7 +125,7 @@ async fn decodes_numbers_sent_as_strings() {
         "quirks: {{numbers_as_strings: true}}\ntemplates: [{{storage: shared, file: {ALPINE}}}]"
     ))
     .await;
-    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&sim.server, "lab")), fast_options()).unwrap();
     let storages = client.cluster_storages().await.unwrap();
     assert!(storages.iter().any(|s| s.shared == Some(true) && s.maxdisk.is_some_and(|m| m > 0)));
     let volumes = client.templates_on("pve2", "shared").await.unwrap();
@@ -134,7 +135,7 @@ async fn decodes_numbers_sent_as_strings() {
 #[tokio::test]
 async fn task_calls_go_to_the_upids_node() {
     let sim = TestSim::start().await;
-    let client = Client::new(&cluster_config(&sim.server, "lab"), fast_options()).unwrap();
+    let client = Client::new(connection(&cluster_config(&sim.server, "lab")), fast_options()).unwrap();
     let upid = client.download_appliance("pve2", "local", ALPINE).await.unwrap();
     let status = loop {
         let s = client.task_status(&upid).await.unwrap();
@@ -160,7 +161,7 @@ async fn a_redirect_is_an_error_that_names_where_it_pointed() {
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.endpoints = vec![reqwest::Url::parse(&server.endpoint).unwrap()];
     cfg.tls = TlsMode::Pinned(vec![vztmpld::config::parse_fingerprint(&server.fingerprint).unwrap()]);
-    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap().version().await.unwrap_err();
     assert_eq!(err.status(), Some(302), "{err}");
     let text = err.to_string();
     assert!(text.contains("redirected to http://elsewhere.example/api2/json/version"), "{text}");
@@ -174,7 +175,7 @@ async fn a_secret_a_header_cannot_carry_is_not_blamed_on_tls() {
     let sim = TestSim::start().await;
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.secret = vztmpld::config::Secret::new("abc\ndef".into());
-    let err = Client::new(&cfg, fast_options()).unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap_err();
     assert!(matches!(err, PveError::Setup { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("secret") && !text.contains("TLS") && !text.contains("abc"), "{text}");
@@ -185,7 +186,7 @@ async fn the_connect_hint_names_the_real_endpoint() {
     let sim = TestSim::start().await;
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.endpoints = vec![reqwest::Url::parse("https://127.0.0.1:1").unwrap()];
-    let err = Client::new(&cfg, fast_options()).unwrap().version().await.unwrap_err();
+    let err = Client::new(connection(&cfg), fast_options()).unwrap().version().await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("https://127.0.0.1:1 reachable from here"), "{text}");
     assert!(!text.contains("8006"), "{text}");
@@ -214,7 +215,7 @@ async fn one_pinned_node_is_enough_once_the_others_are_learned() {
     let pve1 = pin(&sim.server.nodes[0].fingerprint);
 
     // Without learning, failing over to pve2 meets a certificate nobody pinned, and the error says why.
-    let unlearned = Client::new(&two_endpoints(&sim, TlsMode::Pinned(vec![pve1])), fast_options()).unwrap();
+    let unlearned = Client::new(connection(&two_endpoints(&sim, TlsMode::Pinned(vec![pve1]))), fast_options()).unwrap();
     endpoint(&sim, "pve1", false).await;
     let err = unlearned.version().await.unwrap_err();
     let text = err.to_string();
@@ -224,7 +225,7 @@ async fn one_pinned_node_is_enough_once_the_others_are_learned() {
     endpoint(&sim, "pve1", true).await;
 
     // Learned over the pinned connection while pve1 answers: then pve2 is trusted.
-    let client = Client::new(&two_endpoints(&sim, TlsMode::Pinned(vec![pve1])), fast_options()).unwrap();
+    let client = Client::new(connection(&two_endpoints(&sim, TlsMode::Pinned(vec![pve1]))), fast_options()).unwrap();
     assert_eq!(client.learn_node_fingerprints(std::time::Duration::from_secs(3600)).await.unwrap(), 2);
     endpoint(&sim, "pve1", false).await;
     assert_eq!(client.version().await.unwrap()["version"], "9.1.4", "failed over to pve2");
@@ -235,9 +236,9 @@ async fn every_node_pinned_or_the_cluster_ca_survive_a_dead_first_endpoint() {
     let sim = TestSim::start().await;
     endpoint(&sim, "pve1", false).await;
     let all = sim.server.nodes.iter().map(|n| pin(&n.fingerprint)).collect();
-    let pinned = Client::new(&two_endpoints(&sim, TlsMode::Pinned(all)), fast_options()).unwrap();
+    let pinned = Client::new(connection(&two_endpoints(&sim, TlsMode::Pinned(all))), fast_options()).unwrap();
     assert!(pinned.version().await.is_ok());
     let ca = TlsMode::CaFile { path: "pve-root-ca.pem".into(), pem: sim.server.cert_pem.clone().into_bytes() };
-    let with_ca = Client::new(&two_endpoints(&sim, ca), fast_options()).unwrap();
+    let with_ca = Client::new(connection(&two_endpoints(&sim, ca)), fast_options()).unwrap();
     assert!(with_ca.version().await.is_ok());
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use vztmpld::daemon::server::Shared;
+use vztmpld::daemon::shared::Shared;
 use vztmpld::daemon::status::PassOutcome;
 use vztmpld::daemon::{ConfigSource, Control, Daemon, Trigger, channel};
 

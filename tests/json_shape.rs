@@ -212,14 +212,14 @@ fn the_ha_section_of_the_status_is_pinned() {
     use vztmpld::ha::{HaStatus, LeaderRecord, Role};
     let mut status = Status::new("/etc/vztmpld/config.yaml".into());
     assert!(serde_json::to_value(&status).unwrap().get("ha").is_none(), "absent without ha");
-    status.ha = Some(HaStatus {
+    status.set_ha(HaStatus {
         role: Role::Standby,
         id: "mgmt2:812".into(),
-        since: Some("2026-12-01T10:00:00Z".into()),
+        since: Some("2026-12-01T10:00:00Z".parse().unwrap()),
         leader: Some(LeaderRecord {
             id: "mgmt1:733".into(),
             status_url: Some("http://mgmt1:9811".into()),
-            since: Some("2026-12-01T09:00:00Z".into()),
+            since: Some("2026-12-01T09:00:00Z".parse().unwrap()),
         }),
         etcd_error: None,
         retry_at: None,
@@ -245,7 +245,7 @@ fn the_ha_section_of_the_status_is_pinned() {
         })
     );
     let back: Status = serde_json::from_value(v).unwrap();
-    assert_eq!(back.ha.unwrap().role, Role::Standby, "`vztmpld status` reads it back");
+    assert_eq!(back.ha().unwrap().role, Role::Standby, "`vztmpld status` reads it back");
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn the_resolve_answer_is_pinned() {
         volid: Some(format!("local:vztmpl/{ALPINE}")),
         storage: Some("local".into()),
         size: Some(3_280_348),
-        observed_at: Some("2026-12-01T10:00:00Z".into()),
+        observed_at: Some("2026-12-01T10:00:00Z".parse().unwrap()),
         ..Default::default()
     };
     assert_eq!(
@@ -290,7 +290,7 @@ fn the_resolve_answer_is_pinned() {
     let blocked = Resolution {
         state: "blocked".into(),
         reason: Some("node pve3 is offline".into()),
-        next_retry: Some("2026-12-01T10:00:05Z".into()),
+        next_retry: Some("2026-12-01T10:00:05Z".parse().unwrap()),
         ..Default::default()
     };
     let v = serde_json::to_value(&blocked).unwrap();

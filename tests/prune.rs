@@ -109,3 +109,20 @@ async fn the_delete_privilege_is_named_and_plan_lists_deletions() {
     assert_eq!(code, 1, "the deletion stays blocked: {out}");
     assert!(sim.volids("pve1", "local").await.contains(&format!("local:vztmpl/{OLDER}")));
 }
+
+#[tokio::test]
+async fn a_build_another_writer_deleted_first_is_already_absent_not_present() {
+    let sim = sim("").await;
+    let fleet = fleet(&sim, KEEP_2);
+    let plan = fleet.plan().await;
+    assert_eq!(plan.deletions.len(), 1);
+    // Another writer deletes the old build between the plan and the apply.
+    let volid = format!("local:vztmpl/{OLDER}");
+    let answer = sim.delete(&format!("/nodes/pve1/storage/local/content/{volid}")).await;
+    let upid = answer.data().as_str().expect("a UPID").to_string();
+    sim.wait_task(&upid).await;
+    let outcomes = apply::apply(&fleet, &plan, None).await;
+    assert!(matches!(outcomes[0], Outcome::Finished { .. }), "{outcomes:?}");
+    assert_eq!(outcomes[1], Outcome::AlreadyAbsent, "the deletion's task said the volume does not exist");
+    assert!(outcomes[1].succeeded());
+}

@@ -21,7 +21,7 @@ async fn client_for(server: &RawServer, options: ClientOptions) -> (Client, Arc<
     let mut cfg = cluster_config(&sim.server, "lab");
     cfg.endpoints = vec![reqwest::Url::parse(&server.endpoint).unwrap()];
     cfg.tls = TlsMode::Pinned(vec![vztmpld::config::parse_fingerprint(&server.fingerprint).unwrap()]);
-    let client = Client::new(&cfg, options).unwrap();
+    let client = Client::new(vztmpld::reconcile::connection(&cfg), options).unwrap();
     let failed = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&failed);
     client.set_observer(Arc::new(move |answer| {

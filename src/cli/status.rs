@@ -119,12 +119,12 @@ pub(super) fn render(status: &Status) -> String {
         format!(
             "last pass {} ({}, trigger {})",
             p.outcome.as_str(),
-            p.finished_at.clone().unwrap_or_else(|| "running".into()),
+            p.finished_at.map_or_else(|| "running".into(), |t| t.to_string()),
             p.trigger
         )
     });
     out.push_str(&format!("config generation {} · {last}\n", status.config.generation));
-    if let Some(ha) = &status.ha {
+    if let Some(ha) = status.ha() {
         out.push_str(&ha_line(ha));
     }
     out

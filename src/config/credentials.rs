@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::{Secret, TlsMode, Validator, model};
+use crate::names::parse_fingerprint;
 
 impl Validator {
     pub(super) fn secret(
@@ -120,19 +121,6 @@ impl Validator {
         }
         Some(TlsMode::Insecure)
     }
-}
-
-/// `AA:BB:...` (32 pairs, any case, colons optional) → bytes.
-pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 || text.contains("::") {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(unix)]

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use credentials::parse_fingerprint;
+pub use crate::names::parse_fingerprint;
 pub use ha::{MAX_LEASE_TTL, MIN_HA_POLL, MIN_LEASE_TTL};
 pub use mirrors::rewrite as rewrite_mirror;
 pub use model::{

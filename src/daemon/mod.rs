@@ -19,6 +19,7 @@ mod reload;
 pub mod resolve;
 pub mod scheduler;
 pub mod server;
+pub mod shared;
 pub mod status;
 mod systemd;
 pub mod verify;
@@ -37,7 +38,7 @@ pub use control::{Control, ControlSender, ControlStream, Trigger, channel};
 use reload::Active;
 pub use reload::ConfigSource;
 use scheduler::Scheduler;
-use server::Shared;
+use shared::Shared;
 use status::Status;
 pub use systemd::watchdog_period;
 
@@ -129,8 +130,8 @@ impl Daemon {
         let mut ha_seen = HaStatus::default();
         if let Some(h) = &ha {
             ha_seen = h.state.borrow().clone();
-            self.shared.metrics.record_ha(&HaStatus::default(), &ha_seen);
-            self.shared.update(|s| s.ha = Some(ha_seen.clone()));
+            self.shared.metrics().record_ha(&HaStatus::default(), &ha_seen);
+            self.shared.update(|s| s.set_ha(ha_seen.clone()));
         }
         let stop_server = tokio_util::sync::CancellationToken::new();
         let server = {
@@ -248,7 +249,7 @@ impl Daemon {
         let retries = schedule.finish(now, r.failing_nodes());
         let configured: Vec<String> = self.config().clusters.iter().map(|c| c.name.clone()).collect();
         self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(&configured);
-        self.shared.catalog.update(|inv| inv.retain(&configured));
+        self.shared.catalog().update(|inv| inv.retain(&configured));
         let elapsed = now.saturating_duration_since(r.started);
         let wall = SystemTime::now();
         let outcome = {
@@ -262,7 +263,7 @@ impl Daemon {
                 outcome
             })
         };
-        self.shared.read(|s| self.shared.metrics.record_pass(&r.clusters, s, elapsed, outcome));
+        self.shared.read(|s| self.shared.metrics().record_pass(&r.clusters, s, elapsed, outcome));
         let trigger = r.trigger;
         drop(r);
         release_free_memory();
@@ -278,7 +279,7 @@ impl Daemon {
         schedule: &mut Scheduler,
     ) {
         let now = ha.state.borrow_and_update().clone();
-        self.shared.metrics.record_ha(seen, &now);
+        self.shared.metrics().record_ha(seen, &now);
         let (was, is) = (seen.role == Role::Leader, now.role == Role::Leader);
         if is && !was {
             schedule.request(Trigger::Leader, Instant::now());
@@ -294,7 +295,7 @@ impl Daemon {
                 );
             }
         }
-        self.shared.update(|s| s.ha = Some(now.clone()));
+        self.shared.update(|s| s.set_ha(now.clone()));
         *seen = now;
     }
 

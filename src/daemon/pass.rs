@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::control::Trigger;
-use super::server::Shared;
+use super::shared::Shared;
 use crate::reconcile::lookups::{LookupLog, log_summary};
 use crate::reconcile::plan::{ItemState, Plan};
 use crate::reconcile::progress::{Progress, ProgressSink};
@@ -74,10 +74,10 @@ pub(super) fn spawn(
             .reconcile(
                 |plan, observed, unchanged| {
                     if unchanged {
-                        shared.catalog.update(|inv| inv.touch(observed, SystemTime::now()));
+                        shared.catalog().update(|inv| inv.touch(observed, SystemTime::now()));
                         return None;
                     }
-                    shared.catalog.update(|inv| inv.record(observed, SystemTime::now()));
+                    shared.catalog().update(|inv| inv.record(observed, SystemTime::now()));
                     lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
                     if !plan.has_downloads() {
                         // Nothing to follow: `on_applied` publishes it a moment later, once.
@@ -109,7 +109,7 @@ fn record_downloaded(shared: &Shared, plan: &Plan, outcomes: &[Outcome]) {
         return;
     }
     let now = SystemTime::now();
-    shared.catalog.update(|inv| {
+    shared.catalog().update(|inv| {
         for (d, o) in done {
             let size = match o {
                 Outcome::Finished { bytes, .. } => *bytes,

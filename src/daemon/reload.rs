@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::server::Shared;
+use super::shared::Shared;
 use super::{DaemonError, systemd};
 use crate::config::{self, Config};
 use crate::pve::ClientOptions;
@@ -92,7 +92,7 @@ impl Active {
     pub(super) fn load(source: &ConfigSource, shared: &Arc<Shared>) -> Result<Self, DaemonError> {
         let (config, hash) = source.load()?;
         let active = Self::activate(config, hash, 1, source, shared)?;
-        shared.metrics.record_initial_config();
+        shared.metrics().record_initial_config();
         shared.update(|s| s.config_loaded(1, SystemTime::now()));
         Ok(active)
     }
@@ -111,9 +111,9 @@ impl Active {
     ) -> Result<Self, DaemonError> {
         let fleet = Fleet::new(config, source.client_options)?;
         for cluster in &fleet.clusters {
-            cluster.client.set_observer(Arc::new(shared.metrics.api_observer(&cluster.config.name)));
+            cluster.client.set_observer(Arc::new(shared.metrics().api_observer(&cluster.config.name)));
         }
-        shared.catalog.set_fleet(fleet.clone());
+        shared.catalog().set_fleet(fleet.clone());
         Ok(Self { fleet, hash, generation, unreadable: None })
     }
 
@@ -153,7 +153,7 @@ impl Active {
                 }
                 *self = new;
                 tracing::info!(generation = self.generation, "configuration reloaded");
-                shared.metrics.record_reload(Some(self.generation));
+                shared.metrics().record_reload(Some(self.generation));
                 shared.update(|s| s.config_loaded(self.generation, SystemTime::now()));
                 true
             }
@@ -165,7 +165,7 @@ impl Active {
                     generation = self.generation,
                     "configuration rejected, keeping the running one:\n{error}"
                 );
-                shared.metrics.record_reload(None);
+                shared.metrics().record_reload(None);
                 shared.update(|s| s.reload_rejected(error));
                 false
             }

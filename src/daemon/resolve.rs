@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::server::Shared;
-use super::status::{TemplateState, TemplateStatus, timestamp};
+use super::shared::Shared;
+use super::status::{TemplateState, TemplateStatus};
 use crate::config::TemplateSource;
 use crate::reconcile::Fleet;
 use crate::reconcile::inventory::{Found, Inventory, NodeInventory, Vol};
 use crate::template::TemplateSpec;
+use crate::time::Timestamp;
 
 /// Longest `wait`: a deploy waits for a download, not forever.
 pub const MAX_WAIT: Duration = Duration::from_secs(900);
@@ -91,7 +92,7 @@ pub struct Resolution {
     pub size: Option<u64>,
     /// When the node's storages were last listed (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<String>,
+    pub observed_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +107,7 @@ pub struct Resolution {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_retry: Option<String>,
+    pub next_retry: Option<Timestamp>,
 }
 
 fn problem(code: StatusCode, message: String) -> Response {
@@ -128,7 +129,7 @@ pub(super) async fn resolve(State(shared): State<Arc<Shared>>, Query(q): Query<R
     let cluster = match &q.cluster {
         Some(c) => c.clone(),
         None => match shared
-            .catalog
+            .catalog()
             .read(|i| i.clusters_with_node(&q.node).iter().map(|s| s.to_string()).collect::<Vec<_>>())[..]
         {
             [ref one] => one.clone(),
@@ -145,7 +146,7 @@ pub(super) async fn resolve(State(shared): State<Arc<Shared>>, Query(q): Query<R
         }
     }
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = shared.catalog.changed.subscribe();
+    let mut changes = shared.catalog().changed.subscribe();
     loop {
         changes.borrow_and_update();
         let answer = lookup(&shared, &cluster, &q.node, &spec);
@@ -165,7 +166,7 @@ pub(super) async fn resolve(State(shared): State<Arc<Shared>>, Query(q): Query<R
 /// An OCI image asked for by its configured reference, or by its `NAME.tar` file (template specs never end in a
 /// bare `.tar`).
 fn oci_file(shared: &Shared, asked: &str) -> Option<String> {
-    let fleet = shared.catalog.fleet()?;
+    let fleet = shared.catalog().fleet()?;
     let configured = fleet.config.templates.iter().find_map(|t| match &t.source {
         TemplateSource::Oci { reference, file, .. } if reference == asked || file == asked => Some(file.clone()),
         _ => None,
@@ -179,12 +180,12 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
     let label = spec.to_string();
     let mut r =
         Resolution { cluster: cluster.into(), node: node.into(), template: label.clone(), ..Default::default() };
-    let fleet = shared.catalog.fleet();
+    let fleet = shared.catalog().fleet();
     r.configured = fleet
         .as_ref()
         .is_some_and(|f| f.config.templates.iter().any(|t| t.label == label && t.applies_to(cluster, node)));
     // One read of the inventory: the file found, and the node's arch (to tell whether the file is configured).
-    let found = shared.catalog.read(|inv| {
+    let found = shared.catalog().read(|inv| {
         let n = inv.cluster(cluster)?.nodes.get(node)?;
         Some((n.find(spec), n.arch.to_string()))
     });
@@ -217,7 +218,7 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
             r.volid = Some(volid);
             r.storage = Some(storage);
             r.size = size;
-            r.observed_at = Some(timestamp(observed_at));
+            r.observed_at = Some(Timestamp::from(observed_at));
         }
         Some((None, _)) => {
             r.state = "missing".into();
@@ -262,11 +263,11 @@ fn describe(r: &mut Resolution, t: &TemplateStatus) {
 
 /// Re-lists the storages the node sees (one call per storage, usually `local` and one shared).
 async fn relist(shared: &Shared, cluster: &str, node: &str) -> Result<(), String> {
-    let Some(fleet) = shared.catalog.fleet() else { return Err("no configuration loaded".into()) };
+    let Some(fleet) = shared.catalog().fleet() else { return Err("no configuration loaded".into()) };
     let Some(c) = fleet.clusters.iter().find(|c| c.config.name == cluster) else {
         return Err(format!("cluster '{cluster}' is not in the configuration"));
     };
-    let storages: Vec<String> = shared.catalog.read(|inv| {
+    let storages: Vec<String> = shared.catalog().read(|inv| {
         inv.cluster(cluster)
             .and_then(|cl| cl.nodes.get(node))
             .map(|n| n.shelves.iter().map(|s| s.storage.to_string()).collect())
@@ -280,7 +281,7 @@ async fn relist(shared: &Shared, cluster: &str, node: &str) -> Result<(), String
             .filter(|v| v.content.as_deref().is_none_or(|c| c == "vztmpl"))
             .map(|v| Vol { volid: v.volid.as_str().into(), size: v.size })
             .collect();
-        shared.catalog.update(|inv| inv.relisted(cluster, node, &storage, volumes, SystemTime::now()));
+        shared.catalog().update(|inv| inv.relisted(cluster, node, &storage, volumes, SystemTime::now()));
     }
     Ok(())
 }
@@ -297,7 +298,7 @@ pub(super) struct CacheQuery {
 pub struct CacheNode {
     pub cluster: String,
     pub node: String,
-    pub observed_at: String,
+    pub observed_at: Timestamp,
     /// Every template file the node sees.
     pub cached: Vec<CachedFile>,
     /// Each configured spec for this node: whether a deploy would hit, and the file.
@@ -321,8 +322,8 @@ pub struct ConfiguredHit {
 }
 
 pub(super) async fn cache(State(shared): State<Arc<Shared>>, Query(q): Query<CacheQuery>) -> Response {
-    let fleet = shared.catalog.fleet();
-    let nodes = shared.catalog.read(|inv| {
+    let fleet = shared.catalog().fleet();
+    let nodes = shared.catalog().read(|inv| {
         let mut out = Vec::new();
         let Some(fleet) = &fleet else { return out };
         for c in fleet.config.clusters.iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.name)) {
@@ -359,5 +360,11 @@ fn cache_node(fleet: &Fleet, cluster: &str, node: &str, n: &NodeInventory) -> Ca
             ConfiguredHit { template: t.label.clone(), hit: found.is_some(), volid: found.map(|f| f.volid) }
         })
         .collect();
-    CacheNode { cluster: cluster.into(), node: node.into(), observed_at: timestamp(n.observed_at), cached, configured }
+    CacheNode {
+        cluster: cluster.into(),
+        node: node.into(),
+        observed_at: Timestamp::from(n.observed_at),
+        cached,
+        configured,
+    }
 }

@@ -6,30 +6,16 @@
 //! loopback address only loopback `Host` names are answered (DNS rebinding). With `server.token_file` every
 //! endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use super::shared::Shared;
+use super::status::Status;
+use crate::time::Timestamp;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::mpsc;
-
-use super::control::{Control, Trigger};
-use super::metrics::Metrics;
-use super::status::{Status, timestamp};
-
-/// What the daemon shares with the server.
-#[derive(Debug)]
-pub struct Shared {
-    status: RwLock<Status>,
-    /// The metrics registry.
-    pub metrics: Metrics,
-    /// "Reconcile now" requests, to the loop.
-    controls: mpsc::Sender<Control>,
-    /// What the passes saw on every node, for the resolve API.
-    pub catalog: super::resolve::Catalog,
-}
 
 /// Who may talk to the status server.
 #[derive(Debug, Clone, Default)]
@@ -38,29 +24,6 @@ pub struct Access {
     pub loopback: bool,
     /// Required as `Authorization: Bearer …` (all but `/healthz` and `/readyz`).
     pub token: Option<crate::config::Secret>,
-}
-
-impl Shared {
-    /// A fresh snapshot and registry; requests go to `controls`.
-    pub fn new(status: Status, controls: mpsc::Sender<Control>) -> Self {
-        Self { status: RwLock::new(status), metrics: Metrics::new(), controls, catalog: Default::default() }
-    }
-
-    /// Reads the status (a poisoned lock still holds the last good snapshot).
-    pub fn status(&self) -> Status {
-        self.status.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    /// Reads the status in place.
-    pub fn read<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
-        f(&self.status.read().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
-    /// Changes the status in place.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
-        let mut guard = self.status.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut guard)
-    }
 }
 
 /// The router; the caller binds and serves it.
@@ -120,9 +83,9 @@ fn is_loopback_host(host: &str) -> bool {
 /// Ready: the daemon reconciles and a pass has finished. With `ha`, only the leader is ready, so a load
 /// balancer's health check finds the daemon whose status is live; a standby answers 503 naming the leader.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let guard = shared.status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (ha, ready) = shared.read(|s| (s.ha().cloned(), s.ready));
     let unavailable = |text: String| (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
-    match &guard.ha {
+    match &ha {
         Some(ha) if ha.role == crate::ha::Role::Standby => {
             let leader = ha.leader.as_ref().map_or("unknown", |l| l.id.as_str());
             let at = ha.leader.as_ref().and_then(|l| l.status_url.as_deref()).unwrap_or("unknown");
@@ -134,7 +97,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         }
         _ => {}
     }
-    if guard.ready {
+    if ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         unavailable("not ready: no reconcile pass has finished yet\n".into())
@@ -145,7 +108,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     // A snapshot under the read lock (the clusters' views are shared, not copied), written out one cluster
     // at a time as the client reads: megabytes of JSON for a large fleet never sit in one buffer, and a slow
     // client holds no lock.
-    let mut snapshot = shared.status.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let mut snapshot = shared.status();
     let clusters = std::mem::take(&mut snapshot.clusters);
     match status_head(&snapshot) {
         Ok(head) => {
@@ -177,15 +140,13 @@ fn status_head(without_clusters: &Status) -> Result<Vec<u8>, String> {
 
 async fn reconcile(State(shared): State<Arc<Shared>>) -> Response {
     let now = std::time::SystemTime::now();
-    // A full channel means requests are already queued: the pass they start serves this one too.
-    let _ = shared.controls.try_send(Control::Reconcile(Trigger::Api));
-    shared.update(|s| s.reconcile_requested(now));
-    let body = serde_json::json!({"queued": true, "requested_at": timestamp(now)});
+    shared.request_reconcile(now);
+    let body = serde_json::json!({"queued": true, "requested_at": Timestamp::from(now)});
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.encode())
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics().encode())
         .into_response()
 }
 
@@ -196,7 +157,9 @@ mod tests {
 
     #[test]
     fn the_status_head_opens_the_clusters_list_last() {
-        let head = status_head(&Status { version: "1.2.3".into(), ..Default::default() }).unwrap();
+        let mut status = Status::default();
+        status.version = "1.2.3".into();
+        let head = status_head(&status).unwrap();
         assert!(head.starts_with(b"{\"version\":\"1.2.3\""), "{}", String::from_utf8_lossy(&head));
         assert!(head.ends_with(b",\"clusters\":["), "{}", String::from_utf8_lossy(&head));
         let mut whole = head;

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::server::Shared;
+use super::shared::Shared;
 use crate::config::{Config, TemplateSource};
 use crate::reconcile::observation::ClusterObservation;
 use crate::reconcile::plan::{Download, ItemState, Plan, Source};
@@ -136,7 +136,7 @@ impl Verifier for Ledger {
         let d = &v.download;
         let (cluster, volid) = (d.cluster.clone(), d.volid());
         let Some(shared) = self.shared.upgrade() else { return };
-        shared.metrics.record_verification(&cluster, outcome.as_str());
+        shared.metrics().record_verification(&cluster, outcome.as_str());
         let mut corrupt = self.corrupt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match outcome {
             Verified::Good => {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::etcd::{Etcd, EtcdError, Holder};
 use super::{HaStatus, LeaderRecord, LeaseClock, Role};
 use crate::config::HaConfig;
-use crate::daemon::status::timestamp;
+use crate::time::Timestamp;
 
 /// First retry after an etcd failure; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -129,7 +129,7 @@ impl Election {
             None => {
                 let lease = self.fresh_lease().await?;
                 let mut record = self.record.clone();
-                record.since = Some(timestamp(SystemTime::now()));
+                record.since = Some(Timestamp::now());
                 let value = serde_json::to_vec(&record).unwrap_or_default();
                 match self.etcd.put_if_absent(&self.key, &value, lease.id).await? {
                     None => self.lead().await,
@@ -147,9 +147,9 @@ impl Election {
     async fn lead(&mut self) -> Result<Step, EtcdError> {
         let Some(lease) = self.lease else { return Ok(Step::Again) };
         self.clock.open_until(lease.alive_until - self.margin());
-        let now = timestamp(SystemTime::now());
+        let now = Timestamp::now();
         let mut me = self.record.clone();
-        me.since = Some(now.clone());
+        me.since = Some(now);
         self.state.send_modify(|s| {
             s.role = Role::Leader;
             s.since = Some(now);
@@ -250,7 +250,7 @@ impl Election {
             if changed {
                 tracing::info!(leader = %leader.id, "standing by; another daemon leads");
                 s.role = Role::Standby;
-                s.since = Some(timestamp(SystemTime::now()));
+                s.since = Some(Timestamp::now());
                 s.leader = Some(leader);
             }
             changed
@@ -263,7 +263,7 @@ impl Election {
         tracing::warn!(reason = why, "lost the leadership; no download is started until it is won again");
         self.state.send_modify(|s| {
             s.role = Role::Connecting;
-            s.since = Some(timestamp(SystemTime::now()));
+            s.since = Some(Timestamp::now());
             s.leader = None;
             s.lease_losses += 1;
         });
@@ -290,10 +290,10 @@ impl Election {
             }
             if s.role == Role::Standby {
                 s.role = Role::Connecting;
-                s.since = Some(timestamp(SystemTime::now()));
+                s.since = Some(Timestamp::now());
             }
             s.etcd_error = Some(message);
-            s.retry_at = Some(timestamp(SystemTime::now() + wait));
+            s.retry_at = Some(Timestamp::from(SystemTime::now() + wait));
         });
     }
 }

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HaConfig;
+use crate::time::Timestamp;
 pub use etcd::EtcdError;
 
 /// How long a resigning leader waits for etcd to take its resignation.
@@ -58,8 +59,7 @@ pub struct LeaderRecord {
     pub id: String,
     /// The leader's status server (`ha.advertise`, else its listen address).
     pub status_url: Option<String>,
-    /// RFC 3339.
-    pub since: Option<String>,
+    pub since: Option<Timestamp>,
 }
 
 /// The election as status shows it (`ha` in `/api/v1/status`).
@@ -68,14 +68,14 @@ pub struct HaStatus {
     pub role: Role,
     /// This daemon's id in the election.
     pub id: String,
-    /// When this daemon took its current role (RFC 3339).
-    pub since: Option<String>,
+    /// When this daemon took its current role.
+    pub since: Option<Timestamp>,
     /// Who leads (this daemon when `role` is `leader`), when known.
     pub leader: Option<LeaderRecord>,
     /// The last etcd failure, while it lasts.
     pub etcd_error: Option<String>,
-    /// When the next attempt to reach etcd is due (RFC 3339), while it fails.
-    pub retry_at: Option<String>,
+    /// When the next attempt to reach etcd is due, while it fails.
+    pub retry_at: Option<Timestamp>,
     /// How often this daemon became leader.
     pub elections: u64,
     /// How often it lost the lease while leading (not counting resignations).

@@ -21,7 +21,7 @@ use super::types::{
     Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, NodeListItem, Permissions, StorageVolume,
     TaskListItem, TaskLogLine, TaskStatus,
 };
-use crate::config::{Checksum, ClusterConfig, TlsMode};
+use super::{Connection, Trust};
 
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -114,34 +114,34 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Builds a client from a validated cluster configuration.
-    pub fn new(cfg: &ClusterConfig, options: ClientOptions) -> Result<Self, PveError> {
+    /// Builds a client for one cluster.
+    pub fn new(cfg: Connection, options: ClientOptions) -> Result<Self, PveError> {
         let seen = SeenFingerprint::default();
         let tls_error = |detail: String| PveError::Tls {
-            cluster: cfg.name.clone(),
+            cluster: cfg.cluster.clone(),
             endpoint: cfg.endpoints.first().map(|u| u.to_string()).unwrap_or_default(),
             detail,
         };
         let pins = Pins::default();
-        let tls = client_config(&cfg.tls, Arc::clone(&seen), &pins).map_err(tls_error)?;
+        let tls = client_config(&cfg.trust, Arc::clone(&seen), &pins).map_err(tls_error)?;
         let transport = Transport::new(&cfg.endpoints, Arc::new(tls), options.connect_timeout)
             .map_err(|e| tls_error(format!("cannot set up the endpoint: {e}")))?;
-        let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret.expose()))
+        let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret))
             .map_err(|_| PveError::Setup {
-                cluster: cfg.name.clone(),
+                cluster: cfg.cluster.clone(),
                 detail: "auth: the token id or secret holds characters an HTTP header cannot carry (a token secret is a UUID); check the secret file".into(),
             })?;
         auth.set_sensitive(true);
         Ok(Self {
             observer: std::sync::OnceLock::new(),
-            cluster: cfg.name.clone(),
-            endpoints: cfg.endpoints.clone(),
+            pins: matches!(cfg.trust, Trust::Pinned(_)).then_some(pins),
+            cluster: cfg.cluster,
+            endpoints: cfg.endpoints,
             transport,
             auth,
             permits: Semaphore::new(options.max_in_flight.max(1)),
             preferred: AtomicUsize::new(0),
             seen_fingerprint: seen,
-            pins: matches!(cfg.tls, TlsMode::Pinned(_)).then_some(pins),
             learned_at: std::sync::Mutex::new(None),
             options,
         })
@@ -363,7 +363,7 @@ impl Client {
         }
         let nodes: Vec<NodeListItem> = self.call(Method::GET, "/nodes", &[], &[]).await?.data;
         let learned: Vec<[u8; 32]> =
-            nodes.iter().filter_map(|n| crate::config::parse_fingerprint(n.ssl_fingerprint.as_deref()?)).collect();
+            nodes.iter().filter_map(|n| crate::names::parse_fingerprint(n.ssl_fingerprint.as_deref()?)).collect();
         let mut set = pins.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(learned.into_iter().filter(|fp| set.insert(*fp)).count())
     }
@@ -429,14 +429,14 @@ impl Client {
         storage: &str,
         url: &str,
         filename: &str,
-        checksum: &Checksum,
+        (algorithm, checksum): (&str, &str),
     ) -> Result<String, PveError> {
         let form = [
             ("url", url.to_string()),
             ("content", "vztmpl".to_string()),
             ("filename", filename.to_string()),
-            ("checksum", checksum.hex.clone()),
-            ("checksum-algorithm", checksum.algorithm.clone()),
+            ("checksum", checksum.to_string()),
+            ("checksum-algorithm", algorithm.to_string()),
             ("verify-certificates", "1".to_string()),
         ];
         let path = format!("/nodes/{}/storage/{}/download-url", encode_segment(node), encode_segment(storage));

@@ -3,6 +3,7 @@
 //! **Only this module talks HTTP to Proxmox**, and it shares no types with the simulator (the `pve-sim` crate).
 
 pub mod client;
+mod connection;
 pub mod error;
 pub mod exit;
 pub mod tls;
@@ -10,5 +11,6 @@ mod transport;
 pub mod types;
 
 pub use client::{AnswerObserver, ApiAnswer, Client, ClientOptions, encode_segment, upid_node};
+pub use connection::{Connection, Trust};
 pub use error::PveError;
 pub use exit::{TaskExit, TaskFailure, TaskFailureKind};

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::config::TlsMode;
+use super::Trust;
 
 /// What the pinning verifier last saw, for an error message that shows the presented fingerprint.
 pub type SeenFingerprint = Arc<Mutex<Option<String>>>;
@@ -34,15 +34,15 @@ pub fn root_store(pem: &[u8], path: &std::path::Path) -> Result<rustls::RootCert
     Ok(roots)
 }
 
-/// Builds the rustls configuration for a TLS mode; for pinned modes, `pins` is the live set the verifier checks.
-pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
+/// Builds the rustls configuration for a trust mode; for pinned modes, `pins` is the live set the verifier checks.
+pub fn client_config(mode: &Trust, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::clone(provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let mut config = match mode {
-        TlsMode::CaFile { path, pem } => builder.with_root_certificates(root_store(pem, path)?).with_no_client_auth(),
-        TlsMode::Pinned(configured) => {
+        Trust::Ca { path, pem } => builder.with_root_certificates(root_store(pem, path)?).with_no_client_auth(),
+        Trust::Pinned(configured) => {
             if let Ok(mut set) = pins.write() {
                 set.extend(configured.iter().copied());
             }
@@ -52,7 +52,7 @@ pub fn client_config(mode: &TlsMode, seen: SeenFingerprint, pins: &Pins) -> Resu
                 .with_custom_certificate_verifier(Arc::new(Verifier { pins, provider, seen }))
                 .with_no_client_auth()
         }
-        TlsMode::Insecure => builder
+        Trust::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Verifier { pins: None, provider, seen }))
             .with_no_client_auth(),

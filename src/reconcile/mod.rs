@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use crate::config::{ClusterConfig, Config};
+use crate::config::{ClusterConfig, Config, TlsMode};
+use crate::pve;
 use crate::pve::{Client, ClientOptions, PveError};
 
 /// How many clusters a pass observes at once. Observing is short (a stalled cluster is bounded by the client's
@@ -89,6 +90,22 @@ pub struct Fleet {
     pub verifier: Option<Arc<dyn verify::Verifier>>,
 }
 
+/// What the Proxmox client needs of a cluster's configuration.
+pub fn connection(c: &ClusterConfig) -> pve::Connection {
+    let trust = match &c.tls {
+        TlsMode::Pinned(pins) => pve::Trust::Pinned(pins.clone()),
+        TlsMode::CaFile { path, pem } => pve::Trust::Ca { path: path.clone(), pem: pem.clone() },
+        TlsMode::Insecure => pve::Trust::Insecure,
+    };
+    pve::Connection {
+        cluster: c.name.clone(),
+        endpoints: c.endpoints.clone(),
+        token_id: c.token_id.clone(),
+        secret: c.secret.expose().to_string(),
+        trust,
+    }
+}
+
 impl Fleet {
     /// Builds one client per configured cluster.
     pub fn new(config: Config, options: ClientOptions) -> Result<Self, PveError> {
@@ -96,7 +113,7 @@ impl Fleet {
             .clusters
             .iter()
             .map(|c| {
-                let client = Arc::new(Client::new(c, options)?);
+                let client = Arc::new(Client::new(connection(c), options)?);
                 Ok(Cluster { config: c.clone(), client, steady: Arc::default() })
             })
             .collect::<Result<Vec<_>, PveError>>()?;

@@ -9,7 +9,7 @@ use super::fence::StartGate;
 use super::outcome::{Failure, Outcome};
 use super::plan::{Download, Source};
 use super::progress::{Phase, Progress, ProgressSink, Tracker};
-use crate::config::{Checksum, DownloadSettings};
+use crate::config::DownloadSettings;
 use crate::pve::types::TaskListItem;
 use crate::pve::{Client, TaskExit, TaskFailureKind};
 
@@ -113,8 +113,7 @@ pub async fn start(client: &Client, d: &Download) -> Result<String, Failure> {
     let upid = match &d.source {
         Source::Appliance { template } => client.download_appliance(&d.node, &d.storage, template).await,
         Source::Url { url, algorithm, checksum } => {
-            let sum = Checksum { algorithm: algorithm.clone(), hex: checksum.clone() };
-            client.download_url(&d.node, &d.storage, url, &d.file, &sum).await
+            client.download_url(&d.node, &d.storage, url, &d.file, (algorithm, checksum)).await
         }
         Source::Oci { reference, filename } => {
             client.oci_pull(&d.node, &d.storage, reference, filename.as_deref()).await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pve_sim::SimServer;
 pub use pve_sim::testing::*;
 use serde_json::Value;
-use vztmpld::daemon::server::Shared;
+use vztmpld::daemon::shared::Shared;
 use vztmpld::daemon::watch::ConfigWatcher;
 use vztmpld::daemon::{ConfigSource, Control, ControlSender, DaemonError};
 

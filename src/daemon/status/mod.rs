@@ -18,11 +18,7 @@ use super::control::Trigger;
 use crate::reconcile::Outcome;
 use crate::reconcile::plan::{Plan, Scope};
 use crate::reconcile::progress::{Phase, Progress};
-
-/// RFC 3339 time, to the second.
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+use crate::time::Timestamp;
 
 /// The whole snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -33,13 +29,13 @@ pub struct Status {
     pub ready: bool,
     pub pass_running: bool,
     pub last_pass: Option<PassStatus>,
-    pub next_pass_at: Option<String>,
+    pub next_pass_at: Option<Timestamp>,
     /// Set by `POST /api/v1/reconcile`, cleared when that pass starts.
-    pub reconcile_requested_at: Option<String>,
+    pub reconcile_requested_at: Option<Timestamp>,
     pub conditions: Vec<Condition>,
     /// The HA election, with `ha` configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ha: Option<crate::ha::HaStatus>,
+    ha: Option<crate::ha::HaStatus>,
     /// Shared, copied on write: `/api/v1/status` serves a snapshot of them one cluster at a time while
     /// passes go on. The last field, so the server can write the rest first (`tests/json_shape.rs`).
     pub clusters: Vec<Arc<ClusterStatus>>,
@@ -51,7 +47,7 @@ pub struct ConfigStatus {
     pub path: String,
     /// Increments on each successful reload.
     pub generation: u64,
-    pub loaded_at: Option<String>,
+    pub loaded_at: Option<Timestamp>,
     pub last_reload_error: Option<String>,
 }
 
@@ -85,8 +81,8 @@ impl PassOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PassStatus {
     pub trigger: Trigger,
-    pub started_at: String,
-    pub finished_at: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
     pub duration_seconds: Option<f64>,
     pub outcome: PassOutcome,
 }
@@ -125,7 +121,7 @@ pub struct Condition {
     pub reason: String,
     pub message: String,
     #[serde(rename = "lastTransitionTime")]
-    pub last_transition_time: String,
+    pub last_transition_time: Timestamp,
 }
 
 /// One cluster.
@@ -143,7 +139,7 @@ pub struct NodeStatus {
     pub conditions: Vec<Condition>,
     /// Consecutive passes with a failure on this node.
     pub failures: u32,
-    pub next_retry: Option<String>,
+    pub next_retry: Option<Timestamp>,
     pub templates: Vec<TemplateStatus>,
 }
 
@@ -161,13 +157,13 @@ pub fn set_condition(
     on: bool,
     reason: &str,
     message: String,
-    now: &str,
+    now: Timestamp,
 ) {
     let status = ConditionStatus::from(on);
     match list.iter_mut().find(|c| c.kind == kind) {
         Some(c) => {
             if c.status != status {
-                c.last_transition_time = now.to_string();
+                c.last_transition_time = now;
             }
             c.status = status;
             // A steady pass sets the same conditions again: allocate only for a change.
@@ -178,9 +174,7 @@ pub fn set_condition(
                 c.message = message;
             }
         }
-        None => {
-            list.push(Condition { kind, status, reason: reason.into(), message, last_transition_time: now.to_string() })
-        }
+        None => list.push(Condition { kind, status, reason: reason.into(), message, last_transition_time: now }),
     }
 }
 
@@ -205,7 +199,7 @@ impl NodeStatus {
     }
 
     /// Derives the node's conditions from its templates.
-    fn derive_conditions(&mut self, now: &str) {
+    fn derive_conditions(&mut self, now: Timestamp) {
         let count = |s: TemplateState| self.templates.iter().filter(|t| t.state == s).count();
         let first_error = |s: TemplateState| {
             self.templates
@@ -268,21 +262,21 @@ impl Status {
     /// A configuration generation took effect.
     pub fn config_loaded(&mut self, generation: u64, now: SystemTime) {
         self.config.generation = generation;
-        self.config.loaded_at = Some(timestamp(now));
+        self.config.loaded_at = Some(Timestamp::from(now));
         self.config.last_reload_error = None;
     }
 
     /// The configuration file cannot be read now; the configuration in force stays.
     pub fn config_unreadable(&mut self, error: String, now: SystemTime) {
-        let stamp = timestamp(now);
-        set_condition(&mut self.conditions, ConditionType::ConfigReadable, false, "Unreadable", error, &stamp);
+        let stamp = Timestamp::from(now);
+        set_condition(&mut self.conditions, ConditionType::ConfigReadable, false, "Unreadable", error, stamp);
     }
 
     /// The configuration file can be read again.
     pub fn config_readable(&mut self, now: SystemTime) {
-        let stamp = timestamp(now);
+        let stamp = Timestamp::from(now);
         let message = String::new();
-        set_condition(&mut self.conditions, ConditionType::ConfigReadable, true, "Readable", message, &stamp);
+        set_condition(&mut self.conditions, ConditionType::ConfigReadable, true, "Readable", message, stamp);
     }
 
     /// An edit was rejected; the running configuration stays.
@@ -290,18 +284,28 @@ impl Status {
         self.config.last_reload_error = Some(error);
     }
 
+    /// The HA election as status shows it, with `ha` configured.
+    pub fn ha(&self) -> Option<&crate::ha::HaStatus> {
+        self.ha.as_ref()
+    }
+
+    /// The election changed (role, leader, etcd error).
+    pub fn set_ha(&mut self, ha: crate::ha::HaStatus) {
+        self.ha = Some(ha);
+    }
+
     /// `POST /api/v1/reconcile` arrived.
     pub fn reconcile_requested(&mut self, now: SystemTime) {
-        self.reconcile_requested_at = Some(timestamp(now));
+        self.reconcile_requested_at = Some(Timestamp::from(now));
     }
 
     /// A pass began.
     pub fn start_pass(&mut self, trigger: Trigger, now: SystemTime) {
-        let stamp = timestamp(now);
+        let stamp = Timestamp::from(now);
         self.pass_running = true;
         self.reconcile_requested_at = None;
         let message = format!("trigger {}", trigger.as_str());
-        set_condition(&mut self.conditions, ConditionType::Reconciling, true, "PassRunning", message, &stamp);
+        set_condition(&mut self.conditions, ConditionType::Reconciling, true, "PassRunning", message, stamp);
         self.last_pass = Some(PassStatus {
             trigger,
             started_at: stamp,
@@ -330,7 +334,7 @@ impl Status {
     /// The status of the clusters a plan covers, sorted by name, keeping each node's conditions and backoff
     /// (moved out of the previous view, which the caller replaces).
     fn views(&mut self, plan: &Plan, outcomes: Option<&[Outcome]>, now: SystemTime) -> Vec<ClusterStatus> {
-        let stamp = timestamp(now);
+        let stamp = Timestamp::from(now);
         let mut clusters: Vec<ClusterStatus> = Vec::new();
         for ((cluster, scope), templates) in templates_from(plan, outcomes) {
             let prev = self.take_node(cluster, scope.as_str());
@@ -342,7 +346,7 @@ impl Status {
                 c.error = templates.first().and_then(|t| t.error()).map(String::from);
             }
             let mut n = NodeStatus { name: scope.as_str().to_string(), templates, ..prev };
-            n.derive_conditions(&stamp);
+            n.derive_conditions(stamp);
             c.nodes.push(n);
         }
         clusters
@@ -350,7 +354,7 @@ impl Status {
 
     /// Marks every (node, template) of `cluster` whose file is `volid` as corrupt (a deep verify's finding).
     pub fn mark_corrupt(&mut self, cluster: &str, volid: &str, error: &str, now: SystemTime) {
-        let stamp = timestamp(now);
+        let stamp = Timestamp::from(now);
         let Some(c) = self.cluster_mut(cluster) else { return };
         for n in &mut c.nodes {
             let mut hit = false;
@@ -360,7 +364,7 @@ impl Status {
                 hit = true;
             }
             if hit {
-                n.derive_conditions(&stamp);
+                n.derive_conditions(stamp);
             }
         }
     }
@@ -423,12 +427,12 @@ impl Status {
         retries: &BTreeMap<(String, String), NodeRetry>,
         now: SystemTime,
     ) -> PassOutcome {
-        let stamp = timestamp(now);
+        let stamp = Timestamp::from(now);
         let outcome = if self.all_cached() { PassOutcome::Converged } else { PassOutcome::Degraded };
         self.pass_running = false;
         self.ready = true;
         if let Some(last) = self.last_pass.as_mut() {
-            last.finished_at = Some(stamp.clone());
+            last.finished_at = Some(stamp);
             last.duration_seconds = Some((elapsed.as_secs_f64() * 1000.0).round() / 1000.0);
             last.outcome = outcome;
         }
@@ -443,7 +447,7 @@ impl Status {
             for n in c.nodes.iter_mut() {
                 let retry = retries.get(&(c.name.clone(), n.name.clone()));
                 n.failures = retry.map_or(0, |r| r.failures);
-                n.next_retry = retry.map(|r| timestamp(now + r.after));
+                n.next_retry = retry.map(|r| Timestamp::from(now + r.after));
                 for t in n.templates.iter_mut() {
                     if matches!(t.state, TemplateState::Failed | TemplateState::Blocked) {
                         t.detail_mut().next_retry.clone_from(&n.next_retry);
@@ -466,11 +470,11 @@ impl Status {
         let conds = &mut self.conditions;
         let message = format!("last pass {}", outcome.as_str());
         let converged = outcome == PassOutcome::Converged;
-        set_condition(conds, ConditionType::Ready, converged, "PassFinished", message, &stamp);
-        set_condition(conds, ConditionType::Reconciling, false, "Idle", String::new(), &stamp);
+        set_condition(conds, ConditionType::Ready, converged, "PassFinished", message, stamp);
+        set_condition(conds, ConditionType::Reconciling, false, "Idle", String::new(), stamp);
         let any_degraded = !degraded.is_empty();
-        set_condition(conds, ConditionType::Degraded, any_degraded, "NodesDegraded", degraded.join(", "), &stamp);
-        set_condition(conds, ConditionType::Stalled, stalled, "Blocked", String::new(), &stamp);
+        set_condition(conds, ConditionType::Degraded, any_degraded, "NodesDegraded", degraded.join(", "), stamp);
+        set_condition(conds, ConditionType::Stalled, stalled, "Blocked", String::new(), stamp);
         outcome
     }
 
@@ -484,7 +488,7 @@ impl Status {
 
     /// When the next pass is due.
     pub fn set_next_pass(&mut self, at: SystemTime) {
-        self.next_pass_at = Some(timestamp(at));
+        self.next_pass_at = Some(Timestamp::from(at));
     }
 
     /// Templates (node × template) per (cluster, state), for the metrics gauge.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reconcile::Outcome;
 use crate::reconcile::plan::{ItemState, Plan, Scope};
+use crate::time::Timestamp;
 
 /// Where one template stands on one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,7 +64,7 @@ pub struct TemplateDetail {
     pub upid: Option<String>,
     pub progress: Option<u8>,
     pub error: Option<String>,
-    pub next_retry: Option<String>,
+    pub next_retry: Option<Timestamp>,
     /// Bytes transferred (interpolated between the task log's lines), while downloading.
     pub bytes_done: Option<u64>,
     /// The file's size, once the task log gave it.
@@ -111,7 +112,7 @@ struct Wire {
     upid: Option<String>,
     progress: Option<u8>,
     error: Option<String>,
-    next_retry: Option<String>,
+    next_retry: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bytes_done: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
