@@ -8,18 +8,18 @@
 //! - [`daemon`]: the reconciling daemon, with injected edges (listener, control stream).
 //! - [`ha`]: leader election on etcd, so that several daemons on the same clusters never download twice.
 //! - [`cli`]: the command line and the exit statuses.
-//! - [`template`], [`names`]: template file names and specs; Proxmox's identifier formats.
+//! - [`template`], [`names`], [`suggest`], [`time`]: re-exported from the pure core.
 //!
-//! The Proxmox VE simulator every test runs against is the `pve-sim` workspace crate.
+//! The pure parts — the configuration model, the observation model, the planner, the scheduler, template names —
+//! are the `vztmpld-core` workspace crate, which cannot do I/O (its manifest has no runtime, HTTP or file-system
+//! crate); this crate holds the edges. The Proxmox VE simulator every test runs against is the `pve-sim` crate.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod ha;
-pub mod names;
 pub mod pve;
 pub mod reconcile;
-pub mod suggest;
-pub mod template;
-pub mod time;
+
+pub use vztmpld_core::{names, suggest, template, time};

@@ -5,6 +5,8 @@
 mod common;
 
 use common::{ALPINE, TestSim, cluster_config, fast_options};
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::json;
 use vztmpld::config::TlsMode;
@@ -241,4 +243,26 @@ async fn every_node_pinned_or_the_cluster_ca_survive_a_dead_first_endpoint() {
     let ca = TlsMode::CaFile { path: "pve-root-ca.pem".into(), pem: sim.server.cert_pem.clone().into_bytes() };
     let with_ca = Client::new(connection(&two_endpoints(&sim, ca)), fast_options()).unwrap();
     assert!(with_ca.version().await.is_ok());
+}
+
+/// The client's retries follow the shared backoff policy: under paused time, a call to a closed port takes
+/// exactly the policy's waits (300 ms, then 600 ms, each with up to 100 ms of jitter) — no sleeps, no clock.
+#[tokio::test(start_paused = true)]
+async fn retries_wait_as_the_backoff_policy_says() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let connection = vztmpld::pve::Connection {
+        cluster: "lab".into(),
+        endpoints: vec!["https://127.0.0.1:1".parse().unwrap()],
+        token_id: "vztmpld@pve!cache".into(),
+        secret: "s".into(),
+        trust: vztmpld::pve::Trust::Insecure,
+    };
+    let options = vztmpld::pve::ClientOptions { attempts: 3, backoff: Duration::from_millis(300), ..fast_options() };
+    let client = Client::new(connection, options).unwrap();
+    let started = tokio::time::Instant::now();
+    let err = client.version().await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, PveError::Connect { .. }), "{err}");
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_millis(1100), "{waited:?}");
 }

@@ -250,7 +250,7 @@ fn the_ha_section_of_the_status_is_pinned() {
 
 #[test]
 fn the_resolve_answer_is_pinned() {
-    use vztmpld::daemon::resolve::Resolution;
+    use vztmpld::daemon::resolve_api::Resolution;
     let cached = Resolution {
         cluster: "lab".into(),
         node: "pve1".into(),

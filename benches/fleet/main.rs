@@ -16,7 +16,7 @@
 
 mod baseline;
 mod daemon;
-mod resolve;
+mod resolve_load;
 mod sims;
 
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ async fn main() {
     let idle_cpu_ms = daemon.usage().cpu.saturating_sub(u0.cpu).as_secs_f64() * 1000.0 * 30.0 / args.idle.as_secs_f64();
     // The resolve API at deploy-tool rates, against the daemon that tracks the whole fleet.
     let u1 = daemon.usage();
-    let load = resolve::load(daemon.addr, shape.clusters, shape.nodes, args.resolve_rate, args.resolve_for).await;
+    let load = resolve_load::load(daemon.addr, shape.clusters, shape.nodes, args.resolve_rate, args.resolve_for).await;
     let resolve_cpu_ms = daemon.usage().cpu.saturating_sub(u1.cpu).as_secs_f64() * 1000.0;
     assert_eq!(load.errors, 0, "every resolve request answered 200 or 404");
     assert!(load.hits > 0, "some resolve requests hit");

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ExitStatus, print};
-use crate::daemon::resolve::Resolution;
+use crate::daemon::resolve_api::Resolution;
 
 /// What to ask.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub(super) async fn run(addr: &str, token_file: Option<&Path>, ask: Ask) -> anyh
     if ask.fresh {
         query.push(("fresh", "1"));
     }
-    let timeout = wait.min(crate::daemon::resolve::MAX_WAIT) + Duration::from_secs(30);
+    let timeout = wait.min(crate::daemon::resolve_api::MAX_WAIT) + Duration::from_secs(30);
     let (base, response) = super::status::get_from_daemon(addr, "/api/v1/resolve", &query, token_file, timeout).await?;
     let code = response.status();
     let body = response.text().await.unwrap_or_default();

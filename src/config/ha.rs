@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::model::{self, HaConfig, PemFile};
+use super::model;
+use super::{HaConfig, PemFile};
 use super::{Validator, credentials::loose_permissions};
 
 /// Shortest `ha.etcd.lease_ttl`: etcd itself grants no lease shorter than about 1.5 s (its election timeout).

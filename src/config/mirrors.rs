@@ -50,11 +50,6 @@ impl Validator {
     }
 }
 
-/// `url` with its longest matching mirror prefix replaced, if any.
-pub fn rewrite(mirrors: &[(String, String)], url: &str) -> Option<String> {
-    mirrors.iter().find_map(|(from, to)| url.strip_prefix(from.as_str()).map(|rest| format!("{to}{rest}")))
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -63,7 +58,7 @@ mod tests {
             ("http://download.proxmox.com/images/system/".to_string(), "https://a.lan/sys/".to_string()),
             ("http://download.proxmox.com/images/".to_string(), "https://a.lan/pve/".to_string()),
         ];
-        let r = |u: &str| super::rewrite(&m, u);
+        let r = |u: &str| super::super::rewrite_mirror(&m, u);
         assert_eq!(
             r("http://download.proxmox.com/images/system/x.tar.zst").as_deref(),
             Some("https://a.lan/sys/x.tar.zst")

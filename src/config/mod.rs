@@ -8,7 +8,7 @@ mod credentials;
 mod ha;
 mod mirrors;
 mod model;
-mod oci;
+mod oci_reference;
 mod positions;
 mod scope;
 
@@ -20,13 +20,12 @@ use std::time::Duration;
 
 pub use crate::names::parse_fingerprint;
 pub use ha::{MAX_LEASE_TTL, MIN_HA_POLL, MIN_LEASE_TTL};
-pub use mirrors::rewrite as rewrite_mirror;
-pub use model::{
-    Checksum, ClusterConfig, Config, DownloadSettings, HaConfig, NodeSelector, PemFile, Policy, Secret,
-    StorageSelector, TemplateConfig, TemplateSource, TlsMode,
-};
 use positions::Positions;
 use scope::TemplateScope;
+pub use vztmpld_core::config::{
+    Checksum, ClusterConfig, Config, DownloadSettings, HaConfig, NodeSelector, PemFile, Policy, Secret,
+    StorageSelector, TemplateConfig, TemplateSource, TlsMode, rewrite_mirror,
+};
 
 use crate::template::TemplateSpec;
 

@@ -1,7 +1,6 @@
 //! What drives the daemon from outside: [`Control`] values on a stream. OS signals, the file watcher and the
 //! systemd watchdog are producers wired in `cli`; tests send the same values directly.
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// One instruction to the daemon.
@@ -19,47 +18,7 @@ pub enum Control {
     WatchdogTick,
 }
 
-/// Why a pass runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// The daemon's first pass.
-    #[default]
-    Start,
-    /// The regular interval.
-    Interval,
-    /// A failing node's backoff came due.
-    Retry,
-    /// The configuration changed.
-    Config,
-    /// SIGHUP.
-    Signal,
-    /// `POST /api/v1/reconcile`.
-    Api,
-    /// This daemon became the HA leader.
-    Leader,
-}
-
-impl Trigger {
-    /// The label used in logs and status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Start => "start",
-            Trigger::Interval => "interval",
-            Trigger::Retry => "retry",
-            Trigger::Config => "config",
-            Trigger::Signal => "signal",
-            Trigger::Api => "api",
-            Trigger::Leader => "leader",
-        }
-    }
-}
-
-impl std::fmt::Display for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use vztmpld_core::scheduler::Trigger;
 
 /// A stream of [`Control`] values fed by any number of [`ControlSender`]s; it ends when all are dropped.
 pub type ControlStream = futures_util::stream::BoxStream<'static, Control>;

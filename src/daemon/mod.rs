@@ -6,23 +6,24 @@
 //! watchdog are producers wired in `cli`; tests send the values themselves). The loop is one `select!`
 //! over that stream, the server's requests, the debounced reload, the next pass and the running pass.
 //!
-//! - [`control`]: `Control` and `Trigger`. [`scheduler`]: when passes run (pure).
+//! - [`control`]: `Control` and `Trigger`. [`scheduler`]: when passes run (pure, from `vztmpld-core`).
+//! - [`shared`]: what the loop, the passes and the servers share. [`fencing`]: the HA lease as the start gate.
+//!   [`ledger`]: deep verify's ledger.
 //! - `reload`: the configuration in force and its replacement. `pass`: one pass as a task.
-//! - [`status`], [`metrics`], [`server`]: what the daemon shows; [`resolve`]: the resolve API over what the
+//! - [`status`], [`metrics`], [`server`]: what the daemon shows; [`resolve_api`]: the resolve API over what the
 //!   passes saw. [`watch`]: the file-watch producer.
 
 pub mod control;
 pub mod fencing;
+pub mod ledger;
 pub mod metrics;
 mod pass;
 mod reload;
-pub mod resolve;
-pub mod scheduler;
+pub mod resolve_api;
 pub mod server;
 pub mod shared;
 pub mod status;
 mod systemd;
-pub mod verify;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -30,9 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{Stream, StreamExt};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 pub use control::{Control, ControlSender, ControlStream, Trigger, channel};
 use reload::Active;
@@ -41,6 +42,7 @@ use scheduler::Scheduler;
 use shared::Shared;
 use status::Status;
 pub use systemd::watchdog_period;
+pub use vztmpld_core::scheduler;
 
 use crate::config::{self, Config};
 use crate::ha::{Ha, HaStatus, Role};
@@ -78,7 +80,7 @@ pub struct Daemon {
     seed: u64,
     lookups: Arc<std::sync::Mutex<crate::reconcile::lookups::LookupLog>>,
     /// When each cached file was last verified (`verify`), across reloads.
-    ledger: Arc<verify::Ledger>,
+    ledger: Arc<ledger::Ledger>,
 }
 
 impl Daemon {
@@ -88,7 +90,7 @@ impl Daemon {
         let shared = Arc::new(Shared::new(Status::new(source.path().display().to_string()), tx));
         let active = Active::load(&source, &shared)?;
         let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        let ledger = Arc::new(verify::Ledger::new(Arc::downgrade(&shared)));
+        let ledger = Arc::new(ledger::Ledger::new(Arc::downgrade(&shared)));
         Ok(Self { source, active, shared, requests, seed, lookups: Default::default(), ledger })
     }
 
@@ -144,7 +146,7 @@ impl Daemon {
         tracing::info!(listen = %bound, config = %self.source.path().display(), "vztmpld running; status at http://{bound}/api/v1/status");
         systemd::ready();
 
-        let mut schedule = Scheduler::new(self.config().interval, Instant::now(), self.seed);
+        let mut schedule = Scheduler::new(self.config().interval, now(), self.seed);
         let mut pass: Option<JoinHandle<pass::PassResult>> = None;
         let mut reload = Reload::default();
         loop {
@@ -154,13 +156,13 @@ impl Daemon {
                 c = controls.next() => c.unwrap_or(Control::Stop),
                 Some(c) = self.requests.recv() => c,
                 () = sleep_until(reload_at) => {
-                    if schedule.take_reload(Instant::now()) {
+                    if schedule.take_reload(now()) {
                         reload.start(&self.source, self.active.hash(), false, Trigger::Config);
                     }
                     continue;
                 }
                 () = sleep_until(next_pass) => {
-                    let now = Instant::now();
+                    let now = now();
                     if let Some(trigger) = schedule.start(now) {
                         // A periodic re-read catches edits no event reported (network file systems); a change
                         // found by it runs its own pass right after this one.
@@ -169,7 +171,7 @@ impl Daemon {
                         }
                         let (mut fleet, shared) = (self.active.fleet.clone(), Arc::clone(&self.shared));
                         fleet.gate = gate.clone();
-                        fleet.verifier = Some(Arc::clone(&self.ledger) as Arc<dyn crate::reconcile::verify::Verifier>);
+                        fleet.verifier = Some(Arc::clone(&self.ledger) as Arc<dyn crate::reconcile::verification::Verifier>);
                         pass = Some(pass::spawn(fleet, shared, Arc::clone(&self.lookups), Arc::clone(&self.ledger), trigger));
                     }
                     continue;
@@ -198,8 +200,8 @@ impl Daemon {
                         tracing::warn!("the ha section changed; it takes effect when the daemon restarts");
                     }
                     if applied {
-                        schedule.set_interval(self.config().interval, Instant::now());
-                        schedule.request(trigger, Instant::now());
+                        schedule.set_interval(self.config().interval, now());
+                        schedule.request(trigger, now());
                     }
                     reload.start_queued(&self.source, self.active.hash());
                     continue;
@@ -211,8 +213,8 @@ impl Daemon {
                     tracing::info!("reloading the configuration");
                     reload.start(&self.source, self.active.hash(), true, Trigger::Signal);
                 }
-                Control::ConfigChanged => schedule.config_hint(Instant::now()),
-                Control::Reconcile(trigger) => schedule.request(trigger, Instant::now()),
+                Control::ConfigChanged => schedule.config_hint(now()),
+                Control::Reconcile(trigger) => schedule.request(trigger, now()),
                 Control::WatchdogTick => systemd::watchdog(),
             }
             if let Some(at) = schedule.next_due() {
@@ -239,7 +241,7 @@ impl Daemon {
 
     /// Records a finished pass in status and metrics and schedules the next one.
     fn finish(&self, result: Option<pass::PassResult>, schedule: &mut Scheduler) {
-        let now = Instant::now();
+        let now = now();
         let Some(r) = result else {
             tracing::error!("the reconcile pass ended abnormally; retrying soon");
             schedule.abort(now);
@@ -278,25 +280,25 @@ impl Daemon {
         pass: &mut Option<JoinHandle<pass::PassResult>>,
         schedule: &mut Scheduler,
     ) {
-        let now = ha.state.borrow_and_update().clone();
-        self.shared.metrics().record_ha(seen, &now);
-        let (was, is) = (seen.role == Role::Leader, now.role == Role::Leader);
+        let latest = ha.state.borrow_and_update().clone();
+        self.shared.metrics().record_ha(seen, &latest);
+        let (was, is) = (seen.role == Role::Leader, latest.role == Role::Leader);
         if is && !was {
-            schedule.request(Trigger::Leader, Instant::now());
+            schedule.request(Trigger::Leader, now());
         }
         if was && !is {
             if let Some(p) = pass.take() {
                 // Proxmox keeps running the tasks this pass started; the next leader adopts them.
                 p.abort();
-                schedule.abort(Instant::now());
+                schedule.abort(now());
                 self.shared.update(Status::interrupt_pass);
                 tracing::warn!(
                     "no longer the leader: the running pass is stopped; the next leader adopts its downloads"
                 );
             }
         }
-        self.shared.update(|s| s.set_ha(now.clone()));
-        *seen = now;
+        self.shared.update(|s| s.set_ha(latest.clone()));
+        *seen = latest;
     }
 
     /// The shared status and metrics (for embedding the daemon beside other servers).
@@ -352,13 +354,18 @@ fn release_free_memory() {
     }
 }
 
+/// The runtime's clock (virtual under paused time in tests) as the `std` instant the pure scheduler takes.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 fn to_system_time(at: Instant) -> SystemTime {
-    SystemTime::now() + at.saturating_duration_since(Instant::now())
+    SystemTime::now() + at.saturating_duration_since(now())
 }
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use std::time::Instant;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::control::Trigger;
 use super::shared::Shared;
@@ -60,13 +60,13 @@ pub(super) fn spawn(
     fleet: Fleet,
     shared: Arc<Shared>,
     lookups: Arc<Mutex<LookupLog>>,
-    ledger: Arc<super::verify::Ledger>,
+    ledger: Arc<super::ledger::Ledger>,
     trigger: Trigger,
 ) -> JoinHandle<PassResult> {
     shared.update(|s| s.start_pass(trigger, SystemTime::now()));
     tracing::debug!(%trigger, "reconcile pass started");
     tokio::spawn(async move {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now().into_std();
         // Each cluster's plan is published, logged and applied as soon as it is made.
         // A cluster whose plan is the last pass's, reused (nothing changed there), keeps its status, lookup
         // log and verify marks as they are: only the inventory's observation time moves.

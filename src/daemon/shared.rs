@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::control::{Control, Trigger};
 use super::metrics::Metrics;
-use super::resolve::Catalog;
+use super::resolve_api::Catalog;
 use super::status::Status;
 
 /// The daemon's shared state.

@@ -13,10 +13,11 @@ use super::etcd::{Etcd, EtcdError, Holder};
 use super::{HaStatus, LeaderRecord, LeaseClock, Role};
 use crate::config::HaConfig;
 use crate::time::Timestamp;
+use vztmpld_core::backoff::{Backoff, Jitter, Spread};
 
-/// First retry after an etcd failure; doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// etcd failing: 0.5 s, doubling, at most 30 s.
+const ETCD_RETRY: Backoff =
+    Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(30), spread: Spread::None };
 
 /// A lease this daemon holds, and until when it surely lives (renewal sent + granted TTL).
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +67,7 @@ impl Election {
 
     /// Campaigns until `stop`; then resigns (revokes the lease, which deletes the key).
     pub(super) async fn run(mut self, stop: CancellationToken) {
-        let mut backoff = RETRY_MIN;
+        let mut failures = 0u32;
         loop {
             let step = tokio::select! {
                 () = stop.cancelled() => break,
@@ -74,17 +75,18 @@ impl Election {
             };
             let wait = match step {
                 Ok(Step::Standby) => {
-                    backoff = RETRY_MIN;
+                    failures = 0;
                     self.poll
                 }
                 // A breath between campaigns, so nothing can spin.
                 Ok(Step::Again) => {
-                    backoff = RETRY_MIN;
+                    failures = 0;
                     Duration::from_millis(50)
                 }
                 Err(e) => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                    failures = failures.saturating_add(1);
+                    // One daemon retrying one etcd: nothing to spread.
+                    let wait = ETCD_RETRY.delay(failures, &mut Jitter::new(0));
                     self.unreachable(&e, wait);
                     wait
                 }
@@ -192,7 +194,7 @@ impl Election {
                         tracing::warn!(error = %e, "cannot renew the etcd lease; retrying until it expires");
                         failing = true;
                     }
-                    next = Instant::now() + RETRY_MIN;
+                    next = Instant::now() + ETCD_RETRY.base;
                 }
             }
         }

@@ -4,8 +4,8 @@
 //! timeouts on every call, bounded bodies, retries with backoff for what can succeed later, and failover
 //! across the cluster's endpoints.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::Method;
@@ -13,6 +13,7 @@ use hyper::header::HeaderValue;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
+use vztmpld_core::backoff::{Backoff, Jitter, Spread};
 
 use super::error::{PveError, explain_status};
 use super::tls::{Pins, SeenFingerprint, client_config};
@@ -102,7 +103,14 @@ pub struct Client {
     /// When the nodes' fingerprints were last learned.
     learned_at: std::sync::Mutex<Option<std::time::Instant>>,
     options: ClientOptions,
+    /// Spreads retries, so that clusters failing together do not retry in step.
+    jitter: Mutex<Jitter>,
 }
+
+/// The longest wait between two attempts of one call.
+const RETRY_CAP: Duration = Duration::from_secs(30);
+/// Up to this much is added to each retry's wait.
+const RETRY_SPREAD: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +152,7 @@ impl Client {
             seen_fingerprint: seen,
             learned_at: std::sync::Mutex::new(None),
             options,
+            jitter: Mutex::new(Jitter::new(seed())),
         })
     }
 
@@ -204,9 +213,9 @@ impl Client {
         let mut last = None;
         for attempt in 0..self.options.attempts.max(1) {
             if attempt > 0 {
-                let factor = 1u32 << (attempt - 1).min(8);
-                let jitter = Duration::from_millis(u64::from(rand_u16() % 100));
-                tokio::time::sleep(self.options.backoff * factor + jitter).await;
+                let retry = Backoff { base: self.options.backoff, cap: RETRY_CAP, spread: Spread::Upto(RETRY_SPREAD) };
+                let wait = retry.delay(attempt, &mut self.jitter.lock().unwrap_or_else(PoisonError::into_inner));
+                tokio::time::sleep(wait).await;
             }
             let start = self.preferred.load(Ordering::Relaxed);
             for k in 0..self.endpoints.len() {
@@ -505,6 +514,11 @@ impl Client {
     }
 }
 
+/// A seed for a client's jitter: the clock, so clients started together still differ.
+fn seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+}
+
 /// The path of a storage's content listing.
 fn listing_path(node: &str, storage: &str) -> String {
     ["/nodes/", &segment(node), "/storage/", &segment(storage), "/content"].concat()
@@ -533,11 +547,6 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
-}
-
-/// A little jitter without a RNG dependency: the clock's nanoseconds.
-fn rand_u16() -> u16 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| (d.subsec_nanos() >> 4) as u16)
 }
 
 #[cfg(test)]

@@ -50,8 +50,8 @@ pub async fn apply_cluster(
 
 /// Deep verifications due in a cluster, run within its download slots, and where their results go.
 pub struct Verifications<'a> {
-    pub due: Vec<super::verify::Verification>,
-    pub verifier: &'a dyn super::verify::Verifier,
+    pub due: Vec<super::verification::Verification>,
+    pub verifier: &'a dyn super::verification::Verifier,
 }
 
 /// The downloads of `plan` that belong to `cluster`, within its `max_parallel_downloads` and
@@ -85,7 +85,7 @@ async fn run_cluster(
             async move {
                 let _n = node_limit.acquire().await.ok();
                 let _c = cluster_limit.acquire().await.ok();
-                let outcome = super::verify::verify(&cluster.client, v, settings, gate).await;
+                let outcome = super::verification::verify(&cluster.client, v, settings, gate).await;
                 if let Some(verifier) = verifier {
                     verifier.record(v, &outcome);
                 }

@@ -13,16 +13,15 @@ pub mod apply;
 pub mod fence;
 pub mod inventory;
 pub mod lookups;
-pub mod observation;
 mod observe;
 pub mod outcome;
-pub mod plan;
 pub mod progress;
 pub mod task;
-pub mod verify;
+pub mod verification;
 
 pub use fence::{Fence, Fenced, StartGate};
 pub use outcome::{Failure, Outcome};
+pub use vztmpld_core::{observation, plan};
 
 use std::sync::Arc;
 
@@ -87,7 +86,7 @@ pub struct Fleet {
     /// Asked before each download starts (HA fencing); open by default.
     pub gate: StartGate,
     /// Which cached files to re-hash (`verify`), and where the results go; none by default.
-    pub verifier: Option<Arc<dyn verify::Verifier>>,
+    pub verifier: Option<Arc<dyn verification::Verifier>>,
 }
 
 /// What the Proxmox client needs of a cluster's configuration.

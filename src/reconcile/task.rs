@@ -12,6 +12,7 @@ use super::progress::{Phase, Progress, ProgressSink, Tracker};
 use crate::config::DownloadSettings;
 use crate::pve::types::TaskListItem;
 use crate::pve::{Client, TaskExit, TaskFailureKind};
+use vztmpld_core::backoff::Jitter;
 
 /// Longest wait for an `imgdel` task: deleting a file takes a moment, not minutes.
 const DELETE_DEADLINE: Duration = Duration::from_secs(120);
@@ -33,7 +34,8 @@ pub async fn download(
     // Another writer (a second daemon, a manual apply) plans the same downloads in the same order. A random
     // pause of up to one poll interval keeps two writers from checking in the same instant, and the checks
     // below, made right before the start (not when the plan was made), then see the other's task or file.
-    tokio::time::sleep(settings.poll_interval.mul_f64(jitter_fraction())).await;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
+    tokio::time::sleep(settings.poll_interval.mul_f64(Jitter::new(seed).fraction())).await;
     let (upid, adopted) = match adopt_or_start(client, d, gate).await {
         Ok(Some(running)) => running,
         Ok(None) => {
@@ -242,10 +244,4 @@ pub async fn delete(
             _ => tokio::time::sleep(settings.poll_interval).await,
         }
     }
-}
-
-/// A number in [0, 1) from the clock: spreading writers needs spread, not cryptographic randomness.
-fn jitter_fraction() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
 }

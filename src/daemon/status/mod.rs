@@ -143,12 +143,7 @@ pub struct NodeStatus {
     pub templates: Vec<TemplateStatus>,
 }
 
-/// A node's retry schedule after a pass, as the scheduler decided it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeRetry {
-    pub failures: u32,
-    pub after: Duration,
-}
+pub use vztmpld_core::scheduler::NodeRetry;
 
 /// Sets a condition, keeping its transition time when its status did not change.
 pub fn set_condition(

@@ -12,7 +12,7 @@ use super::shared::Shared;
 use crate::config::{Config, TemplateSource};
 use crate::reconcile::observation::ClusterObservation;
 use crate::reconcile::plan::{Download, ItemState, Plan, Source};
-use crate::reconcile::verify::{Verification, Verified, Verifier};
+use crate::reconcile::verification::{Verification, Verified, Verifier};
 
 /// (cluster, storage, node for a local storage or empty for a shared one, volid).
 type Key = (String, String, String, String);

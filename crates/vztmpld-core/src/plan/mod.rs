@@ -10,17 +10,17 @@ use std::sync::Arc;
 use serde::Serialize;
 
 mod block;
-mod oci;
+mod oci_pull;
 mod planner;
 mod prune;
 #[cfg(test)]
 mod tests;
 
 pub use block::BlockReason;
-use planner::{ClusterPlanner, Resolution};
+use planner::{ClusterPlanner, Decision};
 
-use super::observation::ClusterObservation;
 use crate::config::{Config, TemplateConfig};
+use crate::observation::ClusterObservation;
 
 /// Room assumed for a template whose size is not known yet (Proxmox's index does not carry sizes).
 pub const DEFAULT_SIZE_ESTIMATE: u64 = 512 * 1024 * 1024;
@@ -237,12 +237,12 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                 templates.iter().copied().filter(|t| t.applies_to(&cluster.name, &node.name)).collect();
             for t in &here {
                 let state = match ctx.resolve(node, t) {
-                    Resolution::Cached(volid) => {
+                    Decision::Cached(volid) => {
                         out.add_deletions(&mut pruned, ctx.prune(node, t, &volid, None, &templates));
                         ItemState::Cached { volid }
                     }
-                    Resolution::Blocked(blocked) => ItemState::Blocked(blocked),
-                    Resolution::Download(d) => {
+                    Decision::Blocked(blocked) => ItemState::Blocked(blocked),
+                    Decision::Download(d) => {
                         let before = out.downloads.len();
                         let via = d.node.clone();
                         let download = out.add_download(&mut joinable, *d, &node.name);

@@ -7,9 +7,7 @@ use super::*;
 use crate::config::{
     ClusterConfig, DownloadSettings, NodeSelector, Policy, Secret, StorageSelector, TemplateSource, TlsMode,
 };
-use crate::reconcile::observation::{
-    IndexEntry, NodeObservation, PermissionMap, StorageObservation, StorageOnNode, Volume,
-};
+use crate::observation::{IndexEntry, NodeObservation, PermissionMap, StorageObservation, StorageOnNode, Volume};
 use crate::template::TemplateSpec;
 
 const ALPINE: &str = "alpine-3.22-default_20250617_amd64.tar.xz";

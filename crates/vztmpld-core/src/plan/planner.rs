@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use super::{BlockReason, DEFAULT_SIZE_ESTIMATE, Download, Source};
 use crate::config::{Checksum, Policy, StorageSelector, TemplateConfig, TemplateSource};
-use crate::reconcile::observation::{ClusterObservation, IndexEntry, NodeObservation, StorageObservation, find_cached};
+use crate::observation::{ClusterObservation, IndexEntry, NodeObservation, StorageObservation, find_cached};
 use crate::template::{TemplateSpec, compare_recency};
 
-pub(super) enum Resolution {
+pub(super) enum Decision {
     Cached(std::sync::Arc<str>),
     Download(Box<Download>),
     Blocked(BlockReason),
@@ -24,23 +24,23 @@ pub(super) struct ClusterPlanner<'a> {
 }
 
 impl ClusterPlanner<'_> {
-    pub(super) fn resolve(&self, node: &NodeObservation, t: &TemplateConfig) -> Resolution {
+    pub(super) fn resolve(&self, node: &NodeObservation, t: &TemplateConfig) -> Decision {
         if let Some(err) = &node.error {
-            return Resolution::Blocked(BlockReason::NodeUnobserved { error: err.clone() });
+            return Decision::Blocked(BlockReason::NodeUnobserved { error: err.clone() });
         }
         if !node.online {
-            return Resolution::Blocked(BlockReason::NodeOffline { node: node.name.clone() });
+            return Decision::Blocked(BlockReason::NodeOffline { node: node.name.clone() });
         }
         if !self.obs.storages.values().any(|s| s.active_on(&node.name)) {
-            return Resolution::Blocked(BlockReason::NoTemplateStorage { node: node.name.clone() });
+            return Decision::Blocked(BlockReason::NoTemplateStorage { node: node.name.clone() });
         }
         if let Some(blocked) = self.listing_error(&node.name) {
-            return Resolution::Blocked(blocked);
+            return Decision::Blocked(blocked);
         }
         // A storage the configuration names must exist there, even while everything is cached: the mistake
         // would only surface at the next miss otherwise.
         if let Some(blocked) = self.named_storage(t).and_then(|id| self.wrong_storage(&id, &node.name)) {
-            return Resolution::Blocked(blocked);
+            return Decision::Blocked(blocked);
         }
         match &t.source {
             TemplateSource::Url { url, checksum, filename } => {
@@ -72,9 +72,9 @@ impl ClusterPlanner<'_> {
         url: &str,
         checksum: &Checksum,
         filename: &str,
-    ) -> Resolution {
+    ) -> Decision {
         if let Some(volid) = self.has_file(&node.name, filename) {
-            return Resolution::Cached(volid);
+            return Decision::Cached(volid);
         }
         // The configured checksum still decides: a mirror only changes where the bytes come from.
         let mirrored = crate::config::rewrite_mirror(self.mirrors, url);
@@ -88,18 +88,18 @@ impl ClusterPlanner<'_> {
         self.url_download(&node.name, storage, shared, filename, source, "grant it to the token")
     }
 
-    fn resolve_appliance(&self, node: &NodeObservation, t: &TemplateConfig, spec: &TemplateSpec) -> Resolution {
+    fn resolve_appliance(&self, node: &NodeObservation, t: &TemplateConfig, spec: &TemplateSpec) -> Decision {
         let newest = self.newest_entry(spec, &node.arch);
         let cached = find_cached(self.obs, &node.name, &node.arch, spec).map(|v| v.volid.clone());
         match (t.policy, &newest, cached) {
-            (Policy::Present, _, Some(volid)) => return Resolution::Cached(volid),
+            (Policy::Present, _, Some(volid)) => return Decision::Cached(volid),
             (Policy::Latest, Some(entry), _) => {
                 if let Some(volid) = self.has_file(&node.name, &entry.template) {
-                    return Resolution::Cached(volid);
+                    return Decision::Cached(volid);
                 }
             }
             // No index knows anything newer: what is there is the latest known.
-            (Policy::Latest, None, Some(volid)) => return Resolution::Cached(volid),
+            (Policy::Latest, None, Some(volid)) => return Decision::Cached(volid),
             _ => {}
         }
         let Some(entry) = newest else {
@@ -152,7 +152,7 @@ impl ClusterPlanner<'_> {
                 let suggestion = crate::suggest::hint(&typed, names.iter().map(String::as_str));
                 format!("'{spec}' ({}) is in no node's appliance index{suggestion}; {hint}", node.arch)
             };
-            return Resolution::Blocked(BlockReason::NotInIndex { detail: reason, indexes_unread: unknown });
+            return Decision::Blocked(BlockReason::NotInIndex { detail: reason, indexes_unread: unknown });
         };
         let (storage, shared) = match self.writable_target(node, t) {
             Ok(target) => target,
@@ -184,23 +184,19 @@ impl ClusterPlanner<'_> {
             for_nodes: Vec::new(),
         };
         if let Some(via) = via {
-            return Resolution::Download(Box::new(download(
-                via,
-                Source::Appliance { template: entry.template.clone() },
-            )));
+            return Decision::Download(Box::new(download(via, Source::Appliance { template: entry.template.clone() })));
         }
         // This node's index is stale: fetch the fresh entry's file directly, if the token may.
         match (&entry.location, &entry.sha512) {
             (Some(location), Some(sha512)) if self.obs.permissions.may_download_url(&node.name) => {
-                Resolution::Download(Box::new(download(
+                Decision::Download(Box::new(download(
                     node.name.clone(),
                     Source::Url { url: location.clone(), algorithm: "sha512".into(), checksum: sha512.clone() },
                 )))
             }
-            _ => Resolution::Blocked(BlockReason::StaleIndex {
-                template: entry.template.clone(),
-                node: node.name.clone(),
-            }),
+            _ => {
+                Decision::Blocked(BlockReason::StaleIndex { template: entry.template.clone(), node: node.name.clone() })
+            }
         }
     }
 
@@ -213,9 +209,9 @@ impl ClusterPlanner<'_> {
         shared: bool,
         entry: &IndexEntry,
         url: String,
-    ) -> Resolution {
+    ) -> Decision {
         let Some(sha512) = &entry.sha512 else {
-            return Resolution::Blocked(BlockReason::MirrorUnverifiable { template: entry.template.clone(), url });
+            return Decision::Blocked(BlockReason::MirrorUnverifiable { template: entry.template.clone(), url });
         };
         let source = Source::Url { url, algorithm: "sha512".into(), checksum: sha512.clone() };
         self.url_download(&node.name, storage, shared, &entry.template, source, "grant it, or remove the mirror")
@@ -230,21 +226,13 @@ impl ClusterPlanner<'_> {
         file: &str,
         source: Source,
         fix: &'static str,
-    ) -> Resolution {
+    ) -> Decision {
         let Some(via) = self.download_url_via(node, &storage, shared) else {
-            return Resolution::Blocked(BlockReason::NoDownloadUrl { node: node.to_string(), fix });
+            return Decision::Blocked(BlockReason::NoDownloadUrl { node: node.to_string(), fix });
         };
         let cluster = self.obs.name.clone();
         let file = file.to_string();
-        Resolution::Download(Box::new(Download {
-            cluster,
-            node: via,
-            storage,
-            shared,
-            file,
-            source,
-            for_nodes: vec![],
-        }))
+        Decision::Download(Box::new(Download { cluster, node: via, storage, shared, file, source, for_nodes: vec![] }))
     }
 
     /// The node that runs a `download-url` for `node` (the least loaded one that may, for a shared storage).
@@ -306,7 +294,7 @@ impl ClusterPlanner<'_> {
         &self,
         node: &NodeObservation,
         t: &TemplateConfig,
-    ) -> Result<(String, bool), Resolution> {
+    ) -> Result<(String, bool), Decision> {
         let storage = self.target_storage(node, t)?;
         if let Some(r) = self.missing_allocate(&storage) {
             return Err(r);
@@ -315,10 +303,10 @@ impl ClusterPlanner<'_> {
         Ok((storage, shared))
     }
 
-    fn missing_allocate(&self, storage: &str) -> Option<Resolution> {
+    fn missing_allocate(&self, storage: &str) -> Option<Decision> {
         let path = format!("/storage/{storage}");
         (!self.obs.permissions.has(&path, "Datastore.AllocateTemplate"))
-            .then_some(Resolution::Blocked(BlockReason::NoAllocateTemplate { path }))
+            .then_some(Decision::Blocked(BlockReason::NoAllocateTemplate { path }))
     }
 
     /// Free bytes of a storage on a node, when Proxmox reported plausible sizes.
@@ -358,15 +346,15 @@ impl ClusterPlanner<'_> {
     }
 
     /// The storage a miss is downloaded to (see README: target storage).
-    pub(super) fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Resolution> {
+    pub(super) fn target_storage(&self, node: &NodeObservation, t: &TemplateConfig) -> Result<String, Decision> {
         let named = self.named_storage(t);
         if let Some(id) = named {
             if let Some(blocked) = self.wrong_storage(&id, &node.name) {
-                return Err(Resolution::Blocked(blocked));
+                return Err(Decision::Blocked(blocked));
             }
             if !self.room_on(&id, &node.name) {
                 let free = self.avail_on(&id, &node.name).unwrap_or(0);
-                return Err(Resolution::Blocked(BlockReason::NamedStorageFull {
+                return Err(Decision::Blocked(BlockReason::NamedStorageFull {
                     storage: id,
                     node: node.name.clone(),
                     free_mib: free / (1024 * 1024),
@@ -393,7 +381,7 @@ impl ClusterPlanner<'_> {
             .max_by_key(|s| (s.on_nodes.get(&node.name).and_then(|o| o.avail), std::cmp::Reverse(s.id.clone())))
             .map(|s| s.id.clone())
             .ok_or_else(|| {
-                Resolution::Blocked(BlockReason::NoRoom {
+                Decision::Blocked(BlockReason::NoRoom {
                     node: node.name.clone(),
                     need_mib: self.size_estimate() / (1024 * 1024),
                 })

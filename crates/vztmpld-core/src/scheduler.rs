@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
-use super::control::Trigger;
-use super::status::NodeRetry;
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::{Backoff, Jitter, Spread};
 
 /// First retry delay for a node that failed; doubles per failing pass, capped at the interval.
 pub const RETRY_BASE: Duration = Duration::from_secs(5);
@@ -37,7 +38,7 @@ pub struct Scheduler {
     failures: BTreeMap<NodeKey, u32>,
     reload_at: Option<Instant>,
     burst_started: Option<Instant>,
-    rng: u64,
+    jitter: Jitter,
 }
 
 impl Scheduler {
@@ -52,8 +53,7 @@ impl Scheduler {
             failures: BTreeMap::new(),
             reload_at: None,
             burst_started: None,
-            // xorshift must not start at zero.
-            rng: seed | 1,
+            jitter: Jitter::new(seed),
         }
     }
 
@@ -123,11 +123,11 @@ impl Scheduler {
             let n = self.failures.entry(key.clone()).or_default();
             *n = n.saturating_add(1);
             let failures = *n;
-            let exponential = RETRY_BASE.saturating_mul(1u32 << (failures - 1).min(10));
-            let after = exponential.mul_f64(1.0 + self.fraction() * RETRY_JITTER).min(self.interval);
+            let backoff = Backoff { base: RETRY_BASE, cap: self.interval, spread: Spread::Fraction(RETRY_JITTER) };
+            let after = backoff.delay(failures, &mut self.jitter);
             retries.insert(key, NodeRetry { failures, after });
         }
-        let regular = self.interval + self.interval.mul_f64(self.fraction() * INTERVAL_JITTER);
+        let regular = self.interval + self.interval.mul_f64(self.jitter.fraction() * INTERVAL_JITTER);
         let soonest_retry = retries.values().map(|r| r.after).min();
         (self.next, self.next_trigger) = match soonest_retry {
             Some(r) if r < regular => (now + r, Trigger::Retry),
@@ -178,15 +178,55 @@ impl Scheduler {
     pub fn failures(&self, key: &NodeKey) -> u32 {
         self.failures.get(key).copied().unwrap_or(0)
     }
+}
 
-    /// A number in [0, 1) (xorshift64*): jitter needs spread, not cryptographic randomness.
-    fn fraction(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+/// Why a pass runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The daemon's first pass.
+    #[default]
+    Start,
+    /// The regular interval.
+    Interval,
+    /// A failing node's backoff came due.
+    Retry,
+    /// The configuration changed.
+    Config,
+    /// SIGHUP.
+    Signal,
+    /// `POST /api/v1/reconcile`.
+    Api,
+    /// This daemon became the HA leader.
+    Leader,
+}
+
+impl Trigger {
+    /// The label used in logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Interval => "interval",
+            Trigger::Retry => "retry",
+            Trigger::Config => "config",
+            Trigger::Signal => "signal",
+            Trigger::Api => "api",
+            Trigger::Leader => "leader",
+        }
     }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's retry schedule after a pass, as the scheduler decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRetry {
+    pub failures: u32,
+    pub after: Duration,
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! `oci:` templates: one fixed file (`NAME.tar`), pulled by `oci-registry-pull` on Proxmox VE 9 and later, which
 //! needs `Sys.AccessNetwork` on the node with no alternative (unlike `download-url`).
 
-use super::planner::{ClusterPlanner, Resolution};
+use super::planner::{ClusterPlanner, Decision};
 use super::{BlockReason, Download, Source};
 use crate::config::TemplateConfig;
-use crate::reconcile::observation::NodeObservation;
+use crate::observation::NodeObservation;
 
 impl ClusterPlanner<'_> {
     pub(super) fn resolve_oci(
@@ -14,19 +14,19 @@ impl ClusterPlanner<'_> {
         reference: &str,
         filename: Option<&str>,
         file: &str,
-    ) -> Resolution {
+    ) -> Decision {
         if let Some(volid) = self.has_file(&node.name, file) {
-            return Resolution::Cached(volid);
+            return Decision::Cached(volid);
         }
         match &self.obs.pve_version {
             Some(Ok(v)) if major(v).is_some_and(|m| m < 9) => {
-                return Resolution::Blocked(BlockReason::OciNeedsPve9 {
+                return Decision::Blocked(BlockReason::OciNeedsPve9 {
                     cluster: self.obs.name.clone(),
                     version: v.to_string(),
                 });
             }
             Some(Err(e)) => {
-                return Resolution::Blocked(BlockReason::VersionUnknown { error: e.to_string() });
+                return Decision::Blocked(BlockReason::VersionUnknown { error: e.to_string() });
             }
             _ => {}
         }
@@ -42,9 +42,9 @@ impl ClusterPlanner<'_> {
             may(&node.name).then(|| node.name.clone())
         };
         let Some(via) = via else {
-            return Resolution::Blocked(BlockReason::OciNoAccessNetwork { node: node.name.clone() });
+            return Decision::Blocked(BlockReason::OciNoAccessNetwork { node: node.name.clone() });
         };
-        Resolution::Download(Box::new(Download {
+        Decision::Download(Box::new(Download {
             cluster: self.obs.name.clone(),
             node: via,
             storage,

@@ -6,7 +6,7 @@
 use super::planner::ClusterPlanner;
 use super::{BlockReason, Deletion};
 use crate::config::{TemplateConfig, TemplateSource};
-use crate::reconcile::observation::{NodeObservation, Volume};
+use crate::observation::{NodeObservation, Volume};
 use crate::template::{TemplateName, compare_recency};
 
 impl ClusterPlanner<'_> {
