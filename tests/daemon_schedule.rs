@@ -78,7 +78,7 @@ async fn a_failing_cluster_backs_off_to_the_interval_and_requests_and_edits_run_
     let mut at = next_pass(&shared, &mut seen, Trigger::Start).await;
     assert!(at - t0 < Duration::from_secs(1), "the first pass runs at once");
     let cluster = shared.read(|s| s.clusters[0].clone());
-    assert_eq!(cluster.nodes[0].name, "*", "the whole cluster is blocked");
+    assert_eq!(cluster.nodes[0].name, vztmpld::reconcile::plan::Scope::Cluster, "the whole cluster is blocked");
     assert!(cluster.error.as_deref().unwrap().contains("cannot reach"), "{:?}", cluster.error);
 
     // 5 s, 10 s, 20 s (each up to +20 %), then capped at the 40 s interval.

@@ -26,21 +26,7 @@ impl Validator {
                 "ha.etcd.endpoints: give at least one etcd client URL, e.g. https://10.0.0.5:2379",
             );
         }
-        let mut endpoints = Vec::new();
-        for (i, text) in e.endpoints.iter().enumerate() {
-            let at = format!("ha.etcd.endpoints[{i}]");
-            match reqwest::Url::parse(text) {
-                Ok(url) if url.scheme() == "https" => endpoints.push(url),
-                Ok(url) if url.scheme() == "http" && is_loopback(&url) => endpoints.push(url),
-                Ok(url) if url.scheme() == "http" => self.problem(
-                    &at,
-                    format!("{at}: '{text}' is plain http to another host; use https:// with ha.etcd.tls.ca_file (http is accepted on loopback only)"),
-                ),
-                Ok(_) | Err(_) => {
-                    self.problem(&at, format!("{at}: '{text}' is not an etcd client URL like https://10.0.0.5:2379"))
-                }
-            }
-        }
+        let endpoints = self.etcd_endpoints(&e.endpoints);
         let prefix = e.prefix.unwrap_or_else(|| "/vztmpld/".to_string());
         if prefix.is_empty() || prefix.chars().any(char::is_control) {
             self.problem(
@@ -57,31 +43,7 @@ impl Validator {
             );
         }
         let poll = self.duration_at_least("ha.etcd.poll", e.poll.as_deref(), Duration::from_secs(1), MIN_HA_POLL);
-        let (ca, identity) = match e.tls {
-            None => (None, None),
-            Some(tls) => {
-                let ca = tls.ca_file.and_then(|f| self.pem("ha.etcd.tls.ca_file", &base_dir.join(f), "CERTIFICATE"));
-                let identity = match (tls.cert_file, tls.key_file) {
-                    (Some(cert), Some(key)) => {
-                        let cert = self.pem("ha.etcd.tls.cert_file", &base_dir.join(cert), "CERTIFICATE");
-                        let key = self.pem("ha.etcd.tls.key_file", &base_dir.join(key), "PRIVATE KEY");
-                        if let Some(w) = key.as_ref().and_then(|k| loose_permissions(&k.path)) {
-                            warnings.push(w);
-                        }
-                        cert.zip(key)
-                    }
-                    (None, None) => None,
-                    _ => {
-                        self.problem(
-                            "ha.etcd.tls",
-                            "ha.etcd.tls: give cert_file and key_file together (a client certificate and its key)",
-                        );
-                        None
-                    }
-                };
-                (ca, identity)
-            }
-        };
+        let (ca, identity) = e.tls.map_or((None, None), |tls| self.etcd_tls(tls, base_dir, warnings));
         if ca.is_none() && endpoints.iter().any(|u| u.scheme() == "https") {
             self.problem(
                 "ha.etcd.tls",
@@ -121,6 +83,55 @@ impl Validator {
             id,
             advertise,
         })
+    }
+
+    /// `ha.etcd.endpoints`: https, or plain http on loopback only.
+    fn etcd_endpoints(&mut self, texts: &[String]) -> Vec<url::Url> {
+        let mut endpoints = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let at = format!("ha.etcd.endpoints[{i}]");
+            match reqwest::Url::parse(text) {
+                Ok(url) if url.scheme() == "https" => endpoints.push(url),
+                Ok(url) if url.scheme() == "http" && is_loopback(&url) => endpoints.push(url),
+                Ok(url) if url.scheme() == "http" => self.problem(
+                    &at,
+                    format!("{at}: '{text}' is plain http to another host; use https:// with ha.etcd.tls.ca_file (http is accepted on loopback only)"),
+                ),
+                Ok(_) | Err(_) => {
+                    self.problem(&at, format!("{at}: '{text}' is not an etcd client URL like https://10.0.0.5:2379"))
+                }
+            }
+        }
+        endpoints
+    }
+
+    /// `ha.etcd.tls`: the CA, and a client certificate with its key (both or neither).
+    fn etcd_tls(
+        &mut self,
+        tls: model::RawEtcdTls,
+        base_dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> (Option<PemFile>, Option<(PemFile, PemFile)>) {
+        let ca = tls.ca_file.and_then(|f| self.pem("ha.etcd.tls.ca_file", &base_dir.join(f), "CERTIFICATE"));
+        let identity = match (tls.cert_file, tls.key_file) {
+            (Some(cert), Some(key)) => {
+                let cert = self.pem("ha.etcd.tls.cert_file", &base_dir.join(cert), "CERTIFICATE");
+                let key = self.pem("ha.etcd.tls.key_file", &base_dir.join(key), "PRIVATE KEY");
+                if let Some(w) = key.as_ref().and_then(|k| loose_permissions(&k.path)) {
+                    warnings.push(w);
+                }
+                cert.zip(key)
+            }
+            (None, None) => None,
+            _ => {
+                self.problem(
+                    "ha.etcd.tls",
+                    "ha.etcd.tls: give cert_file and key_file together (a client certificate and its key)",
+                );
+                None
+            }
+        };
+        (ca, identity)
     }
 
     /// A PEM file holding a `-----BEGIN …{kind}-----` block (bounded read).

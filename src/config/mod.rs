@@ -4,6 +4,7 @@
 //! or a [`Config`] comes back that the reconciler can trust. Secrets are read here and kept in [`Secret`],
 //! whose `Debug` never shows them.
 
+mod cluster;
 mod credentials;
 mod ha;
 mod mirrors;
@@ -204,19 +205,7 @@ impl Validator {
             Some(text) => Some(self.duration_at_least("verify", Some(text), MIN_VERIFY, MIN_VERIFY)),
         };
         scope.repair = raw.repair.unwrap_or(false);
-        let mut templates: Vec<TemplateConfig> = Vec::new();
-        let mut seen: HashSet<TemplateKey> = HashSet::new();
-        for (i, rt) in raw.templates.into_iter().enumerate() {
-            if let Some(t) = self.template(&format!("templates[{i}]"), rt, &scope) {
-                if !seen.insert((t.label.clone(), t.clusters.clone(), t.nodes.clone())) {
-                    self.problem(
-                        &format!("templates[{i}]"),
-                        format!("template '{}' is listed twice; remove one", t.label),
-                    );
-                }
-                templates.push(t);
-            }
-        }
+        let templates = self.templates(raw.templates, &scope);
         let (listen, token_file) = raw.server.map_or((None, None), |s| (s.listen, s.token_file));
         let server_listen = listen.and_then(|l| match l.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -228,9 +217,42 @@ impl Validator {
         let server_token =
             token_file.and_then(|f| self.secret_file("server.token_file", &base_dir.join(f), &mut warnings));
         let ha = raw.ha.and_then(|h| self.ha(h, base_dir, &mut warnings));
-        let d = raw.downloads.unwrap_or_default();
+        let downloads = self.downloads(raw.downloads.unwrap_or_default());
+        Config {
+            path: self.file.clone(),
+            interval,
+            clusters,
+            templates,
+            server_listen,
+            server_token,
+            downloads,
+            ha,
+            warnings,
+        }
+    }
+
+    /// Every template entry, each checked; one listed twice (same label and narrowing) is a problem.
+    fn templates(&mut self, raw: Vec<model::RawTemplate>, scope: &TemplateScope<'_>) -> Vec<TemplateConfig> {
+        let mut templates: Vec<TemplateConfig> = Vec::new();
+        let mut seen: HashSet<TemplateKey> = HashSet::new();
+        for (i, rt) in raw.into_iter().enumerate() {
+            if let Some(t) = self.template(&format!("templates[{i}]"), rt, scope) {
+                if !seen.insert((t.label.clone(), t.clusters.clone(), t.nodes.clone())) {
+                    self.problem(
+                        &format!("templates[{i}]"),
+                        format!("template '{}' is listed twice; remove one", t.label),
+                    );
+                }
+                templates.push(t);
+            }
+        }
+        templates
+    }
+
+    /// `downloads`: the deadline's fixed part, the slowest acceptable rate, and how often tasks are polled.
+    fn downloads(&mut self, d: model::RawDownloads) -> DownloadSettings {
         let defaults = DownloadSettings::default();
-        let downloads = DownloadSettings {
+        DownloadSettings {
             timeout: self.duration("downloads.timeout", d.timeout.as_deref(), defaults.timeout),
             min_rate: match d.min_rate {
                 Some(0) => {
@@ -246,17 +268,6 @@ impl Validator {
                 defaults.poll_interval,
                 MIN_POLL_INTERVAL,
             ),
-        };
-        Config {
-            path: self.file.clone(),
-            interval,
-            clusters,
-            templates,
-            server_listen,
-            server_token,
-            downloads,
-            ha,
-            warnings,
         }
     }
 
@@ -274,71 +285,12 @@ impl Validator {
         if rc.endpoints.is_empty() {
             self.problem(&format!("{at}.endpoints"), "endpoints: give at least one, e.g. [https://pve1.lan:8006]");
         }
-        let mut endpoints = Vec::new();
-        for (j, e) in rc.endpoints.iter().enumerate() {
-            match reqwest::Url::parse(e) {
-                Ok(mut u) if u.scheme() == "https" && u.host_str().is_some() => {
-                    let authority = e.trim_start_matches("https://").split('/').next().unwrap_or_default();
-                    let has_port = authority.rsplit_once(']').map_or(authority, |(_, after)| after).contains(':');
-                    if !has_port && u.set_port(Some(8006)).is_ok() {
-                        warnings.push(format!(
-                            "{}: endpoint '{e}' has no port: using 8006, Proxmox's API port (write :443 explicitly if a proxy serves it there)",
-                            rc.name
-                        ));
-                    }
-                    endpoints.push(u)
-                }
-                Ok(_) => self.problem(
-                    &format!("{at}.endpoints[{j}]"),
-                    format!("endpoint '{e}' must be an https:// URL (Proxmox serves its API over HTTPS on port 8006)"),
-                ),
-                Err(err) => {
-                    self.problem(&format!("{at}.endpoints[{j}]"), format!("endpoint '{e}' is not a URL: {err}"))
-                }
-            }
-        }
-        if rc.auth.token_id.contains('=') {
-            // The header form people paste (`USER@REALM!TOKENID=SECRET`): never echo the part after '='.
-            self.problem(
-                &format!("{at}.auth.token_id"),
-                "token_id must not contain '=' — it looks like the header form with the secret appended; put only USER@REALM!TOKENID here and the secret in secret_file",
-            );
-        } else if !crate::names::valid_token_id(&rc.auth.token_id) {
-            self.problem(
-                &format!("{at}.auth.token_id"),
-                format!("token_id '{}' must look like USER@REALM!TOKENID, e.g. vztmpld@pve!cache", rc.auth.token_id),
-            );
-        }
+        let endpoints = self.endpoints(at, &rc.endpoints, &rc.name, warnings);
+        self.token_id(at, &rc.auth.token_id);
         let secret = self.secret(at, &rc.auth, base_dir, warnings);
         let tls = self.tls(at, rc.tls, base_dir);
-        let nodes = match rc.nodes {
-            None => NodeSelector::All,
-            Some(yaml_serde::Value::String(s)) if s == "all" => NodeSelector::All,
-            Some(yaml_serde::Value::Sequence(items)) => {
-                let names: Vec<String> = items.iter().filter_map(|v| v.as_str().map(String::from)).collect();
-                if names.len() != items.len() || names.is_empty() {
-                    self.problem(&format!("{at}.nodes"), "nodes: must be `all` or a non-empty list of node names");
-                }
-                for (j, n) in names.iter().enumerate() {
-                    if !crate::names::valid_node_name(n) {
-                        self.problem(&format!("{at}.nodes[{j}]"), format!("'{n}' is not a valid Proxmox node name"));
-                    }
-                }
-                NodeSelector::Only(names)
-            }
-            Some(_) => {
-                self.problem(&format!("{at}.nodes"), "nodes: must be `all` or a list of node names, e.g. [pve1, pve2]");
-                NodeSelector::All
-            }
-        };
-        let storage = match rc.storage.as_deref() {
-            None | Some("auto") => StorageSelector::Auto,
-            Some(s) if crate::names::valid_storage_id(s) => StorageSelector::Named(s.to_string()),
-            Some(s) => {
-                self.problem(&format!("{at}.storage"), format!("storage: '{s}' is neither `auto` nor a storage ID"));
-                StorageSelector::Auto
-            }
-        };
+        let nodes = self.node_selector(at, rc.nodes);
+        let storage = self.storage_selector(at, rc.storage.as_deref());
         let limit = |v: &mut Self, key: &str, value: Option<u32>, default: usize| match value {
             Some(0) => {
                 v.problem(&format!("{at}.{key}"), format!("{key}: must be at least 1"));
@@ -374,12 +326,54 @@ impl Validator {
                 Policy::Present
             }
         };
-        let source = match (rt.template, rt.url, rt.oci) {
+        let source = self.template_source(at, &rt);
+        if policy == Policy::Latest && source.as_ref().is_some_and(|s| s.fixed_file().is_some()) {
+            self.problem(
+                &format!("{at}.policy"),
+                "policy `latest` needs the appliance index; a url or oci template is one fixed file",
+            );
+        }
+        self.template_targets(at, &rt, scope);
+        let verify = match rt.verify.as_deref() {
+            Some("off") => None,
+            Some(text) => Some(self.duration_at_least(&format!("{at}.verify"), Some(text), MIN_VERIFY, MIN_VERIFY)),
+            None => scope.verify,
+        };
+        let repair = rt.repair.unwrap_or(scope.repair);
+        if verify.is_some() && matches!(source, Some(TemplateSource::Oci { .. })) && rt.verify.is_some() {
+            self.problem(
+                &format!("{at}.verify"),
+                "verify: Proxmox gives no checksum for an OCI image, so it cannot be verified",
+            );
+        }
+        let prune = rt.prune.and_then(|p| self.template_prune(at, p.keep, source.as_ref()));
+        if let Some(s) = &rt.storage {
+            if !crate::names::valid_storage_id(s) {
+                self.problem(&format!("{at}.storage"), format!("storage: '{s}' is not a storage ID"));
+            }
+        }
+        let source = source?;
+        (self.problems.len() == before).then(|| TemplateConfig {
+            label: source.label(),
+            source,
+            policy,
+            clusters: rt.clusters,
+            nodes: rt.nodes,
+            storage: rt.storage,
+            prune,
+            verify,
+            repair,
+        })
+    }
+
+    /// A template entry's source: exactly one of `template:`, `url:` and `oci:`.
+    fn template_source(&mut self, at: &str, rt: &model::RawTemplate) -> Option<TemplateSource> {
+        match (rt.template.as_deref(), rt.url.as_deref(), rt.oci.as_deref()) {
             (Some(spec), None, None) => {
                 if rt.checksum.is_some() || rt.filename.is_some() {
                     self.problem(at, "checksum and filename belong to `url:` templates; appliance templates are verified by Proxmox's index");
                 }
-                match TemplateSpec::parse(&spec) {
+                match TemplateSpec::parse(spec) {
                     Ok(s) => {
                         self.check_arch(&format!("{at}.template"), &s);
                         Some(TemplateSource::Appliance(s))
@@ -390,9 +384,9 @@ impl Validator {
                     }
                 }
             }
-            (None, Some(url), None) => self.url_template(at, &url, rt.checksum.as_deref(), rt.filename.as_deref()),
+            (None, Some(url), None) => self.url_template(at, url, rt.checksum.as_deref(), rt.filename.as_deref()),
             (None, None, Some(reference)) => {
-                self.oci_template(at, &reference, rt.filename.as_deref(), rt.checksum.as_deref())
+                self.oci_template(at, reference, rt.filename.as_deref(), rt.checksum.as_deref())
             }
             _ => {
                 self.problem(
@@ -401,13 +395,11 @@ impl Validator {
                 );
                 None
             }
-        };
-        if policy == Policy::Latest && source.as_ref().is_some_and(|s| s.fixed_file().is_some()) {
-            self.problem(
-                &format!("{at}.policy"),
-                "policy `latest` needs the appliance index; a url or oci template is one fixed file",
-            );
         }
+    }
+
+    /// The clusters and nodes a template entry names must exist among the configured ones.
+    fn template_targets(&mut self, at: &str, rt: &model::RawTemplate, scope: &TemplateScope<'_>) {
         if let Some(list) = &rt.clusters {
             for (j, name) in list.iter().enumerate() {
                 if !scope.names.contains(name.as_str()) {
@@ -430,19 +422,11 @@ impl Validator {
                 }
             }
         }
-        let verify = match rt.verify.as_deref() {
-            Some("off") => None,
-            Some(text) => Some(self.duration_at_least(&format!("{at}.verify"), Some(text), MIN_VERIFY, MIN_VERIFY)),
-            None => scope.verify,
-        };
-        let repair = rt.repair.unwrap_or(scope.repair);
-        if verify.is_some() && matches!(source, Some(TemplateSource::Oci { .. })) && rt.verify.is_some() {
-            self.problem(
-                &format!("{at}.verify"),
-                "verify: Proxmox gives no checksum for an OCI image, so it cannot be verified",
-            );
-        }
-        let prune = rt.prune.and_then(|p| match (p.keep, &source) {
+    }
+
+    /// `prune.keep`: 1 or more, and only for templates with builds to prune.
+    fn template_prune(&mut self, at: &str, keep: i64, source: Option<&TemplateSource>) -> Option<usize> {
+        match (keep, source) {
             (_, Some(s)) if s.fixed_file().is_some() => {
                 self.problem(
                     &format!("{at}.prune"),
@@ -458,24 +442,7 @@ impl Validator {
                 );
                 None
             }
-        });
-        if let Some(s) = &rt.storage {
-            if !crate::names::valid_storage_id(s) {
-                self.problem(&format!("{at}.storage"), format!("storage: '{s}' is not a storage ID"));
-            }
         }
-        let source = source?;
-        (self.problems.len() == before).then(|| TemplateConfig {
-            label: source.label(),
-            source,
-            policy,
-            clusters: rt.clusters,
-            nodes: rt.nodes,
-            storage: rt.storage,
-            prune,
-            verify,
-            repair,
-        })
     }
 
     fn check_arch(&mut self, at: &str, spec: &TemplateSpec) {

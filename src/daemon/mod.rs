@@ -28,10 +28,9 @@ pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{Stream, StreamExt};
-use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -44,8 +43,9 @@ use status::Status;
 pub use systemd::watchdog_period;
 pub use vztmpld_core::scheduler;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, HaConfig};
 use crate::ha::{Ha, HaStatus, Role};
+use crate::reconcile::StartGate;
 
 /// Where the status server listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9811";
@@ -118,31 +118,11 @@ impl Daemon {
         let bound = listener
             .local_addr()
             .map_err(|source| DaemonError::Listen { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
-        let access = server::Access { loopback: bound.ip().is_loopback(), token: self.config().server_token.clone() };
-        if !access.loopback && access.token.is_none() {
-            tracing::warn!(listen = %bound, "the status server listens beyond loopback without a token: anyone who reaches {bound} can read the status and start passes; set server.token_file");
-        }
         // With `ha`, passes run only while this daemon leads, and every download start asks the lease first.
         let ha_config = self.config().ha.clone();
-        let mut ha = match &ha_config {
-            Some(cfg) => Some(Ha::start(cfg, Some(format!("http://{bound}")))?),
-            None => None,
-        };
+        let (mut ha, mut ha_seen) = self.join_election(ha_config.as_ref(), bound)?;
         let gate = ha.as_ref().map(fencing::gate).unwrap_or_default();
-        let mut ha_seen = HaStatus::default();
-        if let Some(h) = &ha {
-            ha_seen = h.state.borrow().clone();
-            self.shared.metrics().record_ha(&HaStatus::default(), &ha_seen);
-            self.shared.update(|s| s.set_ha(ha_seen.clone()));
-        }
-        let stop_server = tokio_util::sync::CancellationToken::new();
-        let server = {
-            let stop = stop_server.clone();
-            let app = server::router(Arc::clone(&self.shared), access);
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-            })
-        };
+        let (server, stop_server) = self.serve_status(listener, bound);
         tracing::info!(listen = %bound, config = %self.source.path().display(), "vztmpld running; status at http://{bound}/api/v1/status");
         systemd::ready();
 
@@ -162,17 +142,13 @@ impl Daemon {
                     continue;
                 }
                 () = sleep_until(next_pass) => {
-                    let now = now();
-                    if let Some(trigger) = schedule.start(now) {
+                    if let Some(trigger) = schedule.start(now()) {
                         // A periodic re-read catches edits no event reported (network file systems); a change
                         // found by it runs its own pass right after this one.
                         if trigger == Trigger::Interval {
                             reload.start(&self.source, self.active.hash(), false, Trigger::Config);
                         }
-                        let (mut fleet, shared) = (self.active.fleet.clone(), Arc::clone(&self.shared));
-                        fleet.gate = gate.clone();
-                        fleet.verifier = Some(Arc::clone(&self.ledger) as Arc<dyn crate::reconcile::verification::Verifier>);
-                        pass = Some(pass::spawn(fleet, shared, Arc::clone(&self.lookups), Arc::clone(&self.ledger), trigger));
+                        pass = Some(self.start_pass(&gate, trigger));
                     }
                     continue;
                 }
@@ -188,22 +164,7 @@ impl Daemon {
                     continue;
                 }
                 reading = join(&mut reload.running) => {
-                    let (force, trigger) = reload.finished();
-                    let applied = match reading {
-                        Some(reading) => self.active.apply(reading, &self.source, &self.shared, force),
-                        None => {
-                            tracing::error!("reading the configuration ended abnormally; keeping the running one");
-                            false
-                        }
-                    };
-                    if applied && self.config().ha != ha_config {
-                        tracing::warn!("the ha section changed; it takes effect when the daemon restarts");
-                    }
-                    if applied {
-                        schedule.set_interval(self.config().interval, now());
-                        schedule.request(trigger, now());
-                    }
-                    reload.start_queued(&self.source, self.active.hash());
+                    self.reloaded(reading, &mut reload, &mut schedule, ha_config.as_ref());
                     continue;
                 }
             };
@@ -237,6 +198,69 @@ impl Daemon {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Joins the election when `ha` is configured; the handle and the status it starts with.
+    fn join_election(&self, cfg: Option<&HaConfig>, bound: SocketAddr) -> Result<(Option<Ha>, HaStatus), DaemonError> {
+        let Some(cfg) = cfg else { return Ok((None, HaStatus::default())) };
+        let ha = Ha::start(cfg, Some(format!("http://{bound}")))?;
+        let seen = ha.state.borrow().clone();
+        self.shared.metrics().record_ha(&HaStatus::default(), &seen);
+        self.shared.update(|s| s.set_ha(seen.clone()));
+        Ok((Some(ha), seen))
+    }
+
+    /// Serves the status API on `listener` until the returned token is cancelled.
+    fn serve_status(
+        &self,
+        listener: tokio::net::TcpListener,
+        bound: SocketAddr,
+    ) -> (JoinHandle<()>, tokio_util::sync::CancellationToken) {
+        let access = server::Access { loopback: bound.ip().is_loopback(), token: self.config().server_token.clone() };
+        if !access.loopback && access.token.is_none() {
+            tracing::warn!(listen = %bound, "the status server listens beyond loopback without a token: anyone who reaches {bound} can read the status and start passes; set server.token_file");
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let app = server::router(Arc::clone(&self.shared), access);
+        let cancelled = stop.clone().cancelled_owned();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(cancelled).await;
+        });
+        (server, stop)
+    }
+
+    /// Starts a pass on the configuration in force, behind `gate`, with the verify ledger.
+    fn start_pass(&self, gate: &StartGate, trigger: Trigger) -> JoinHandle<pass::PassResult> {
+        let mut fleet = self.active.fleet.clone();
+        fleet.gate = gate.clone();
+        fleet.verifier = Some(Arc::clone(&self.ledger) as Arc<dyn crate::reconcile::verification::Verifier>);
+        pass::spawn(fleet, Arc::clone(&self.shared), Arc::clone(&self.lookups), Arc::clone(&self.ledger), trigger)
+    }
+
+    /// A configuration read ended: swap it in when valid, schedule the pass it asks for, start a queued read.
+    fn reloaded(
+        &mut self,
+        reading: Option<reload::Reading>,
+        reload: &mut Reload,
+        schedule: &mut Scheduler,
+        ha_config: Option<&HaConfig>,
+    ) {
+        let (force, trigger) = reload.finished();
+        let applied = match reading {
+            Some(reading) => self.active.apply(reading, &self.source, &self.shared, force),
+            None => {
+                tracing::error!("reading the configuration ended abnormally; keeping the running one");
+                false
+            }
+        };
+        if applied && self.config().ha.as_ref() != ha_config {
+            tracing::warn!("the ha section changed; it takes effect when the daemon restarts");
+        }
+        if applied {
+            schedule.set_interval(self.config().interval, now());
+            schedule.request(trigger, now());
+        }
+        reload.start_queued(&self.source, self.active.hash());
     }
 
     /// Records a finished pass in status and metrics and schedules the next one.

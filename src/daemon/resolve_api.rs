@@ -205,7 +205,8 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
             });
             // A file a deep verify found corrupt is not one to deploy from.
             let corrupt = shared.read(|s| {
-                let node = s.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name == node)?;
+                let node =
+                    s.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name.as_str() == node)?;
                 let t = node.templates.iter().find(|t| t.volid.as_deref() == Some(volid.as_str()))?;
                 (t.state == TemplateState::Corrupt).then(|| t.error().unwrap_or_default().to_string())
             });
@@ -228,7 +229,7 @@ fn lookup(shared: &Shared, cluster: &str, node: &str, spec: &TemplateSpec) -> Re
                         .clusters
                         .iter()
                         .find(|c| c.name == cluster)
-                        .and_then(|c| c.nodes.iter().find(|n| n.name == node))
+                        .and_then(|c| c.nodes.iter().find(|n| n.name.as_str() == node))
                         .and_then(|n| n.templates.iter().find(|t| *t.template == *label));
                     if let Some(t) = t {
                         describe(&mut r, t);

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use super::shared::Shared;
-use super::status::Status;
 use crate::time::Timestamp;
 use axum::Router;
 use axum::extract::State;
@@ -105,37 +104,52 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    // A snapshot under the read lock (the clusters' views are shared, not copied), written out one cluster
-    // at a time as the client reads: megabytes of JSON for a large fleet never sit in one buffer, and a slow
-    // client holds no lock.
-    let mut snapshot = shared.status();
-    let clusters = std::mem::take(&mut snapshot.clusters);
-    match status_head(&snapshot) {
-        Ok(head) => {
-            let views = clusters.into_iter().enumerate().map(|(i, c)| {
-                let mut piece = if i == 0 { Vec::new() } else { b",".to_vec() };
-                serde_json::to_writer(&mut piece, &*c).map(|()| piece)
-            });
-            let pieces = std::iter::once(Ok(head)).chain(views).chain(std::iter::once(Ok(b"]}".to_vec())));
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                axum::body::Body::from_stream(futures_util::stream::iter(pieces)),
-            )
-                .into_response()
+    // A snapshot (the clusters' views are shared, not copied), serialised by serde on a blocking thread into
+    // chunks the client reads as they come: megabytes of JSON for a large fleet never sit in one buffer, a slow
+    // client slows only that thread (the channel is bounded), and no lock is held while it reads.
+    let snapshot = shared.status();
+    let (tx, rx) = tokio::sync::mpsc::channel(STATUS_CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter { tx, buf: Vec::with_capacity(STATUS_CHUNK) };
+        let written = serde_json::to_writer(&mut out, &snapshot).map_err(std::io::Error::other);
+        if let Err(e) = written.and_then(|()| out.send()) {
+            // The client went away, or (never expected) the status could not be encoded: the body ends short.
+            tracing::debug!(error = %e, "status not sent whole");
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the status: {e}\n")).into_response(),
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    ([(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(chunks)).into_response()
+}
+
+/// How much of the status document is handed to the client at a time, and how many such pieces may wait.
+const STATUS_CHUNK: usize = 64 * 1024;
+const STATUS_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Collects serde's output into chunks of [`STATUS_CHUNK`] and sends each to the response body.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STATUS_CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     }
 }
 
-/// The status document up to its clusters' list, opened: `{..., "clusters":[`. `clusters` is its last field,
-/// so it is the status, without clusters, minus the closing `]}`.
-fn status_head(without_clusters: &Status) -> Result<Vec<u8>, String> {
-    let mut head = serde_json::to_vec(without_clusters).map_err(|e| e.to_string())?;
-    if !head.ends_with(b"[]}") {
-        return Err("the status document no longer ends with its clusters".into());
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= STATUS_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
     }
-    head.truncate(head.len() - 2);
-    Ok(head)
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn reconcile(State(shared): State<Arc<Shared>>) -> Response {
@@ -152,19 +166,35 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::status_head;
-    use crate::daemon::status::Status;
+    use super::*;
 
     #[test]
-    fn the_status_head_opens_the_clusters_list_last() {
-        let mut status = Status::default();
-        status.version = "1.2.3".into();
-        let head = status_head(&status).unwrap();
-        assert!(head.starts_with(b"{\"version\":\"1.2.3\""), "{}", String::from_utf8_lossy(&head));
-        assert!(head.ends_with(b",\"clusters\":["), "{}", String::from_utf8_lossy(&head));
-        let mut whole = head;
-        whole.extend_from_slice(b"]}");
-        let back: Status = serde_json::from_slice(&whole).unwrap();
-        assert_eq!(back.version, "1.2.3");
+    fn a_large_document_goes_out_in_bounded_chunks_that_add_up_to_serdes_json() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("node-{i:05}")).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(STATUS_CHUNKS_IN_FLIGHT);
+        let reader = std::thread::spawn(move || {
+            let mut chunks = Vec::new();
+            while let Some(Ok(chunk)) = rx.blocking_recv() {
+                chunks.push(chunk);
+            }
+            chunks
+        });
+        let mut out = ChunkWriter { tx, buf: Vec::new() };
+        serde_json::to_writer(&mut out, &names).unwrap();
+        out.send().unwrap();
+        drop(out);
+        let chunks = reader.join().unwrap();
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() < 2 * STATUS_CHUNK));
+        assert_eq!(chunks.concat(), serde_json::to_vec(&names).unwrap());
+    }
+
+    #[test]
+    fn a_client_that_went_away_stops_the_writer() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let mut out = ChunkWriter { tx, buf: Vec::new() };
+        let big = vec![0u8; STATUS_CHUNK + 1];
+        assert!(std::io::Write::write(&mut out, &big).is_err());
     }
 }

@@ -199,7 +199,7 @@ impl Daemon {
             s.clusters
                 .iter()
                 .flat_map(|c| &c.nodes)
-                .filter(|n| n.name == node)
+                .filter(|n| n.name.as_str() == node)
                 .flat_map(|n| &n.templates)
                 .find(|t| &*t.template == template)
                 .map(|t| t.state.as_str().to_string())

@@ -36,8 +36,7 @@ pub struct Status {
     /// The HA election, with `ha` configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ha: Option<crate::ha::HaStatus>,
-    /// Shared, copied on write: `/api/v1/status` serves a snapshot of them one cluster at a time while
-    /// passes go on. The last field, so the server can write the rest first (`tests/json_shape.rs`).
+    /// Shared, copied on write: `/api/v1/status` serialises a snapshot of them while passes go on.
     pub clusters: Vec<Arc<ClusterStatus>>,
 }
 
@@ -135,7 +134,8 @@ pub struct ClusterStatus {
 /// One node (or `*`: the whole cluster, when it could not be observed).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
-    pub name: String,
+    /// The node, or the whole cluster when it could not be observed (`*` on the wire).
+    pub name: Scope,
     pub conditions: Vec<Condition>,
     /// Consecutive passes with a failure on this node.
     pub failures: u32,
@@ -178,7 +178,7 @@ pub fn set_condition(
 fn find_node<'a>(nodes: &'a mut [NodeStatus], name: &str) -> Option<&'a mut NodeStatus> {
     let i = match nodes.binary_search_by(|n| n.name.as_str().cmp(name)) {
         Ok(i) => i,
-        Err(_) => nodes.iter().position(|n| n.name == name)?,
+        Err(_) => nodes.iter().position(|n| n.name.as_str() == name)?,
     };
     nodes.get_mut(i)
 }
@@ -241,7 +241,7 @@ impl Status {
 
     /// A node's status.
     pub fn node(&self, cluster: &str, node: &str) -> Option<&NodeStatus> {
-        self.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name == node)
+        self.clusters.iter().find(|c| c.name == cluster)?.nodes.iter().find(|n| n.name.as_str() == node)
     }
 
     /// Whether every template on every node is cached.
@@ -340,7 +340,7 @@ impl Status {
             if *scope == Scope::Cluster {
                 c.error = templates.first().and_then(|t| t.error()).map(String::from);
             }
-            let mut n = NodeStatus { name: scope.as_str().to_string(), templates, ..prev };
+            let mut n = NodeStatus { name: scope.clone(), templates, ..prev };
             n.derive_conditions(stamp);
             c.nodes.push(n);
         }
@@ -440,7 +440,7 @@ impl Status {
         };
         for c in self.clusters.iter_mut().filter(|c| c.nodes.iter().any(|n| touched(c, n))).map(Arc::make_mut) {
             for n in c.nodes.iter_mut() {
-                let retry = retries.get(&(c.name.clone(), n.name.clone()));
+                let retry = retries.get(&(c.name.clone(), n.name.to_string()));
                 n.failures = retry.map_or(0, |r| r.failures);
                 n.next_retry = retry.map(|r| Timestamp::from(now + r.after));
                 for t in n.templates.iter_mut() {
@@ -454,11 +454,7 @@ impl Status {
         let degraded: Vec<String> = nodes()
             .filter(|(_, n)| is_on(&n.conditions, ConditionType::Degraded))
             .map(|(c, n)| {
-                if n.name == Scope::Cluster.as_str() {
-                    format!("cluster {}", c.name)
-                } else {
-                    format!("{}/{}", c.name, n.name)
-                }
+                if n.name == Scope::Cluster { format!("cluster {}", c.name) } else { format!("{}/{}", c.name, n.name) }
             })
             .collect();
         let stalled = nodes().any(|(_, n)| is_on(&n.conditions, ConditionType::Stalled));

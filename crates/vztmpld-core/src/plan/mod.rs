@@ -82,9 +82,10 @@ pub enum ItemState {
 /// What a plan item is about: one node, or the whole cluster when the cluster itself could not be observed.
 /// Serialized as the node's name, or `*` for the cluster (the JSON contract of `plan --output json` and
 /// `/api/v1/status`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// Every targeted node of the cluster.
+    #[default]
     Cluster,
     /// One node.
     Node(Arc<str>),
@@ -109,6 +110,14 @@ impl std::fmt::Display for Scope {
 impl Serialize for Scope {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+/// `*` is the whole cluster (no node name can be `*`: Proxmox's node names are DNS labels).
+impl<'de> serde::Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(if name == "*" { Scope::Cluster } else { Scope::Node(Arc::from(&*name)) })
     }
 }
 

@@ -103,56 +103,7 @@ impl ClusterPlanner<'_> {
             _ => {}
         }
         let Some(entry) = newest else {
-            let stale: Vec<&str> = self
-                .obs
-                .indexes
-                .iter()
-                .filter(|(_, idx)| idx.as_ref().is_ok_and(|e| e.is_empty()))
-                .map(|(n, _)| n.as_str())
-                .collect();
-            let hint = if stale.is_empty() {
-                "check the spelling, or run `pveam update` on the nodes (the index may be stale)".to_string()
-            } else {
-                format!("the index is empty on {}: run `pveam update` there", stale.join(", "))
-            };
-            let unknown = self.obs.indexes.is_empty() || self.obs.indexes.values().all(|i| i.is_err());
-            let unread: Vec<String> = self
-                .obs
-                .indexes
-                .iter()
-                .filter_map(|(n, idx)| idx.as_ref().err().map(|e| format!("{n}: {e}")))
-                .collect();
-            let reason = if unknown && !unread.is_empty() {
-                format!("no appliance index could be read on any node of the cluster ({})", unread.join("; "))
-            } else if unknown {
-                "no appliance index could be read on any node of the cluster".to_string()
-            } else if !unread.is_empty() {
-                format!(
-                    "'{spec}' ({}) is in no readable node's appliance index; {hint} (unreadable: {})",
-                    node.arch,
-                    unread.join("; ")
-                )
-            } else {
-                let names: Vec<String> = self
-                    .obs
-                    .indexes
-                    .values()
-                    .filter_map(|i| i.as_ref().ok())
-                    .flatten()
-                    .filter_map(|e| e.name.as_ref())
-                    .flat_map(|n| {
-                        let base = match &n.version {
-                            Some(v) => format!("{}-{v}", n.os),
-                            None => n.os.clone(),
-                        };
-                        [base, n.package.clone()]
-                    })
-                    .collect();
-                let typed = spec.to_string();
-                let suggestion = crate::suggest::hint(&typed, names.iter().map(String::as_str));
-                format!("'{spec}' ({}) is in no node's appliance index{suggestion}; {hint}", node.arch)
-            };
-            return Decision::Blocked(BlockReason::NotInIndex { detail: reason, indexes_unread: unknown });
+            return Decision::Blocked(self.not_in_index(node, spec));
         };
         let (storage, shared) = match self.writable_target(node, t) {
             Ok(target) => target,
@@ -198,6 +149,57 @@ impl ClusterPlanner<'_> {
                 Decision::Blocked(BlockReason::StaleIndex { template: entry.template.clone(), node: node.name.clone() })
             }
         }
+    }
+
+    /// Why no index offers `spec` for `node`'s architecture: which indexes were empty or unreadable, and the
+    /// closest name they do offer.
+    fn not_in_index(&self, node: &NodeObservation, spec: &TemplateSpec) -> BlockReason {
+        let stale: Vec<&str> = self
+            .obs
+            .indexes
+            .iter()
+            .filter(|(_, idx)| idx.as_ref().is_ok_and(|e| e.is_empty()))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let hint = if stale.is_empty() {
+            "check the spelling, or run `pveam update` on the nodes (the index may be stale)".to_string()
+        } else {
+            format!("the index is empty on {}: run `pveam update` there", stale.join(", "))
+        };
+        let unknown = self.obs.indexes.is_empty() || self.obs.indexes.values().all(|i| i.is_err());
+        let unread: Vec<String> =
+            self.obs.indexes.iter().filter_map(|(n, idx)| idx.as_ref().err().map(|e| format!("{n}: {e}"))).collect();
+        let reason = if unknown && !unread.is_empty() {
+            format!("no appliance index could be read on any node of the cluster ({})", unread.join("; "))
+        } else if unknown {
+            "no appliance index could be read on any node of the cluster".to_string()
+        } else if !unread.is_empty() {
+            format!(
+                "'{spec}' ({}) is in no readable node's appliance index; {hint} (unreadable: {})",
+                node.arch,
+                unread.join("; ")
+            )
+        } else {
+            let names: Vec<String> = self
+                .obs
+                .indexes
+                .values()
+                .filter_map(|i| i.as_ref().ok())
+                .flatten()
+                .filter_map(|e| e.name.as_ref())
+                .flat_map(|n| {
+                    let base = match &n.version {
+                        Some(v) => format!("{}-{v}", n.os),
+                        None => n.os.clone(),
+                    };
+                    [base, n.package.clone()]
+                })
+                .collect();
+            let typed = spec.to_string();
+            let suggestion = crate::suggest::hint(&typed, names.iter().map(String::as_str));
+            format!("'{spec}' ({}) is in no node's appliance index{suggestion}; {hint}", node.arch)
+        };
+        BlockReason::NotInIndex { detail: reason, indexes_unread: unknown }
     }
 
     /// An index template fetched from the cluster's mirror with `download-url`: the same file name, checked
