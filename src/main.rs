@@ -28,10 +28,25 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(e) if is_broken_pipe(&e) => ExitStatus::Success.into(),
         Err(e) => {
-            eprintln!("vztmpld: {e:#}");
+            eprintln!("vztmpld: {}", one_line(&e));
             ExitStatus::Failure.into()
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors say their cause in their own words
+/// and also keep it as `source()` (so callers can match it by type), which `{:#}` would print twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for part in e.chain().map(ToString::to_string) {
+        if line.find(part.as_str()).is_none() {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&part);
+        }
+    }
+    line
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -266,3 +266,28 @@ async fn retries_wait_as_the_backoff_policy_says() {
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     assert!(waited < Duration::from_millis(1100), "{waited:?}");
 }
+
+/// A failed call keeps what failed underneath as its source: a caller can walk the chain by type.
+#[tokio::test]
+async fn a_connect_error_keeps_the_socket_error_as_its_source() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let connection = vztmpld::pve::Connection {
+        cluster: "lab".into(),
+        endpoints: vec!["https://127.0.0.1:1".parse().unwrap()],
+        token_id: "vztmpld@pve!cache".into(),
+        secret: "s".into(),
+        trust: vztmpld::pve::Trust::Insecure,
+    };
+    let client = Client::new(connection, vztmpld::pve::ClientOptions { attempts: 1, ..fast_options() }).unwrap();
+    let err = client.version().await.unwrap_err();
+    assert!(matches!(err, PveError::Connect { .. }), "{err}");
+    let mut chain: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
+    let mut refused = false;
+    while let Some(e) = chain {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        chain = e.source();
+    }
+    assert!(refused, "the chain reaches the refused connection: {err:?}");
+}

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use vztmpld_core::backoff::{Backoff, Jitter, Spread};
 
-use super::error::{PveError, explain_status};
+use super::error::{Cause, PveError, explain_status};
 use super::tls::{Pins, SeenFingerprint, client_config};
 use super::transport::{Answer, Failure, Transport};
 use super::types::{
@@ -129,6 +129,7 @@ impl Client {
             cluster: cfg.cluster.clone(),
             endpoint: cfg.endpoints.first().map(|u| u.to_string()).unwrap_or_default(),
             detail,
+            cause: None,
         };
         let pins = Pins::default();
         let tls = client_config(&cfg.trust, Arc::clone(&seen), &pins).map_err(tls_error)?;
@@ -245,7 +246,12 @@ impl Client {
     }
 
     fn connect_error(&self, endpoint: &str, detail: &str) -> PveError {
-        PveError::Connect { cluster: self.cluster.clone(), endpoint: endpoint.to_string(), detail: detail.to_string() }
+        PveError::Connect {
+            cluster: self.cluster.clone(),
+            endpoint: endpoint.to_string(),
+            detail: detail.to_string(),
+            cause: None,
+        }
     }
 
     async fn send(
@@ -353,9 +359,15 @@ impl Client {
                 }
                 (false, _) => cause.clone(),
             };
-            return PveError::Tls { cluster: self.cluster.clone(), endpoint: endpoint_s, detail };
+            let cause = Some(kept(failure));
+            return PveError::Tls { cluster: self.cluster.clone(), endpoint: endpoint_s, detail, cause };
         }
-        self.connect_error(&endpoint_s, &cause)
+        PveError::Connect {
+            cluster: self.cluster.clone(),
+            endpoint: endpoint_s,
+            detail: cause,
+            cause: Some(kept(failure)),
+        }
     }
 
     /// Pinned modes: learns every node's certificate fingerprint from `GET /nodes` (`ssl_fingerprint`), over a
@@ -539,6 +551,15 @@ fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> 
         };
     }
     None
+}
+
+/// A transport failure kept as an error's source.
+fn kept(failure: Failure) -> Cause {
+    match failure {
+        Failure::Connect(e) => Cause::new(e),
+        Failure::Exchange(e) | Failure::CutOff(e) => Cause::new(e),
+        Failure::TooLarge => Cause::new("answer too large"),
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -8,7 +8,14 @@ pub enum PveError {
     #[error(
         "cluster {cluster}: cannot reach {endpoint}: {detail} (is the node up, and {endpoint} reachable from here?)"
     )]
-    Connect { cluster: String, endpoint: String, detail: String },
+    Connect {
+        cluster: String,
+        endpoint: String,
+        detail: String,
+        /// The transport's error (socket, DNS, TLS handshake), when there was one.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The client could not be built from the configuration (a secret with characters no header may hold).
     #[error("cluster {cluster}: {detail}")]
     Setup { cluster: String, detail: String },
@@ -17,7 +24,14 @@ pub enum PveError {
     Timeout { cluster: String, method: String, path: String, seconds: u64 },
     /// TLS failed: wrong pin, unknown CA, bad certificate.
     #[error("cluster {cluster}: TLS to {endpoint} failed: {detail}")]
-    Tls { cluster: String, endpoint: String, detail: String },
+    Tls {
+        cluster: String,
+        endpoint: String,
+        detail: String,
+        /// rustls' error, when the handshake failed.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Proxmox answered with an error status.
     #[error("cluster {cluster}: {method} {path}: HTTP {status}: {message}")]
     Api { cluster: String, method: String, path: String, status: u16, message: String },
@@ -71,6 +85,38 @@ impl PveError {
         }
     }
 }
+
+/// The error underneath a failed call, kept as the chain's `source()` (so a caller or a log can walk it by
+/// type); two are equal when they read the same.
+#[derive(Debug, Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(std::sync::Arc::from(error.into()))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 /// Explains a status when the server sent no message (401 always; every error before PVE 8.3).
 pub fn explain_status(status: u16, reason: Option<&str>) -> String {

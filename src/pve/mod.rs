@@ -12,5 +12,5 @@ pub mod types;
 
 pub use client::{AnswerObserver, ApiAnswer, Client, ClientOptions, encode_segment, upid_node};
 pub use connection::{Connection, Trust};
-pub use error::PveError;
+pub use error::{Cause, PveError};
 pub use exit::{TaskExit, TaskFailure, TaskFailureKind};
