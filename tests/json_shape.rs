@@ -33,16 +33,16 @@ fn plan() -> Plan {
                 "lab",
                 node("pve3"),
                 "alpine-3.22",
-                ItemState::Blocked(BlockReason::NodeOffline { node: "pve3".into() }),
+                ItemState::Blocked(Box::new(BlockReason::NodeOffline { node: "pve3".into() })),
             ),
             item(
                 "dc2",
                 Scope::Cluster,
                 "alpine-3.22",
-                ItemState::Blocked(BlockReason::ClusterUnobserved {
+                ItemState::Blocked(Box::new(BlockReason::ClusterUnobserved {
                     error: "cluster dc2: TLS failed".into(),
                     retryable: false,
-                }),
+                })),
             ),
         ],
         downloads: vec![Download {

@@ -26,7 +26,7 @@ impl Logged {
                 let d = &plan.downloads[*download];
                 Logged::Miss { storage: d.storage.clone(), file: d.file.clone() }
             }
-            ItemState::Blocked(b) => Logged::Blocked(Box::new(b.clone())),
+            ItemState::Blocked(b) => Logged::Blocked(b.clone()),
         }
     }
 
@@ -37,7 +37,7 @@ impl Logged {
             (Logged::Miss { storage, file }, ItemState::Download { download }) => {
                 plan.downloads.get(*download).is_some_and(|d| d.storage == *storage && d.file == *file)
             }
-            (Logged::Blocked(r), ItemState::Blocked(b)) => **r == *b,
+            (Logged::Blocked(r), ItemState::Blocked(b)) => r == b,
             _ => false,
         }
     }

@@ -75,8 +75,9 @@ pub enum ItemState {
     Cached { volid: Arc<str> },
     /// `plan.downloads[download]` will provide it.
     Download { download: usize },
-    /// It cannot be provided until something changes.
-    Blocked(BlockReason),
+    /// It cannot be provided until something changes. Boxed: the reasons are large and rare, and a converged
+    /// fleet keeps tens of thousands of items (24 bytes each with the box, over 100 without).
+    Blocked(Box<BlockReason>),
 }
 
 /// What a plan item is about: one node, or the whole cluster when the cluster itself could not be observed.
@@ -229,10 +230,10 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                     cluster: Arc::clone(&name),
                     node: Scope::Cluster,
                     template: label(t),
-                    state: ItemState::Blocked(BlockReason::ClusterUnobserved {
+                    state: ItemState::Blocked(Box::new(BlockReason::ClusterUnobserved {
                         error: err.clone(),
                         retryable: obs.error_retryable,
-                    }),
+                    })),
                 });
             }
             continue;
@@ -250,7 +251,7 @@ pub fn plan(config: &Config, observed: &[ClusterObservation]) -> Plan {
                         out.add_deletions(&mut pruned, ctx.prune(node, t, &volid, None, &templates));
                         ItemState::Cached { volid }
                     }
-                    Decision::Blocked(blocked) => ItemState::Blocked(blocked),
+                    Decision::Blocked(blocked) => ItemState::Blocked(Box::new(blocked)),
                     Decision::Download(d) => {
                         let before = out.downloads.len();
                         let via = d.node.clone();

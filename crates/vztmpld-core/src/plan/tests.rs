@@ -123,7 +123,7 @@ fn a_storage_without_room_is_never_chosen() {
     assert_eq!(p.downloads[0].storage, "big");
     let p = plan(&config(StorageSelector::Named("local".into()), &["alpine-3.22"]), &[obs]);
     assert!(
-        matches!(&p.items[0].state, ItemState::Blocked(b @ BlockReason::NamedStorageFull { free_mib: 10, need_mib: 512, .. }) if b.retryable()),
+        matches!(&p.items[0].state, ItemState::Blocked(b) if matches!(**b, BlockReason::NamedStorageFull { free_mib: 10, need_mib: 512, .. }) && b.retryable()),
         "{p:?}"
     );
 }
@@ -144,7 +144,7 @@ fn no_vztmpl_storage_is_blocked_with_the_fix() {
     let obs = observed(&["a"], vec![]);
     let p = plan(&config(StorageSelector::Auto, &["alpine"]), &[obs]);
     assert!(
-        matches!(&p.items[0].state, ItemState::Blocked(b @ BlockReason::NoTemplateStorage { .. }) if !b.retryable() && b.to_string().contains("enable 'Container template'"))
+        matches!(&p.items[0].state, ItemState::Blocked(b) if matches!(**b, BlockReason::NoTemplateStorage { .. }) && !b.retryable() && b.to_string().contains("enable 'Container template'"))
     );
 }
 
@@ -175,7 +175,7 @@ fn typos_get_a_suggestion_and_a_wrong_storage_is_reported_even_when_cached() {
     let p = plan(&config(StorageSelector::Named("lcoal".into()), &["alpine-3.22"]), &[obs]);
     let ItemState::Blocked(b) = &p.items[0].state else { panic!("cached, but the named storage is wrong: {p:?}") };
     assert!(
-        matches!(b, BlockReason::WrongStorage { storage, usable, .. } if storage == "lcoal" && usable == &["local"]),
+        matches!(&**b, BlockReason::WrongStorage { storage, usable, .. } if storage == "lcoal" && usable == &["local"]),
         "{b}"
     );
     assert!(b.to_string().contains("storage lcoal is not") && b.to_string().contains("did you mean 'local'?"), "{b}");
@@ -241,4 +241,11 @@ fn the_steady_key_covers_everything_an_all_cached_plan_reads() {
     let mut o = digested(1, &[ALPINE]);
     o.nodes[1].online = false;
     assert_ne!(o.steady_key(), key, "the views still count");
+}
+
+#[test]
+fn plan_items_stay_small_for_fleets_that_keep_tens_of_thousands() {
+    // A converged fleet keeps one item per (node, template): a block reason inline would quadruple each.
+    assert!(std::mem::size_of::<ItemState>() <= 24, "{}", std::mem::size_of::<ItemState>());
+    assert!(std::mem::size_of::<PlanItem>() <= 80, "{}", std::mem::size_of::<PlanItem>());
 }
