@@ -39,7 +39,7 @@ fn main() -> ExitCode {
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for part in e.chain().map(ToString::to_string) {
-        if line.find(part.as_str()).is_none() {
+        if !line.contains(part.as_str()) {
             if !line.is_empty() {
                 line.push_str(": ");
             }

@@ -245,20 +245,24 @@ async fn every_node_pinned_or_the_cluster_ca_survive_a_dead_first_endpoint() {
     assert!(with_ca.version().await.is_ok());
 }
 
-/// The client's retries follow the shared backoff policy: under paused time, a call to a closed port takes
-/// exactly the policy's waits (300 ms, then 600 ms, each with up to 100 ms of jitter) — no sleeps, no clock.
-#[tokio::test(start_paused = true)]
-async fn retries_wait_as_the_backoff_policy_says() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let connection = vztmpld::pve::Connection {
+/// A cluster whose only endpoint is a closed loopback port: every connection is refused at once.
+fn closed_port() -> vztmpld::pve::Connection {
+    vztmpld::pve::Connection {
         cluster: "lab".into(),
         endpoints: vec!["https://127.0.0.1:1".parse().unwrap()],
         token_id: "vztmpld@pve!cache".into(),
         secret: "s".into(),
         trust: vztmpld::pve::Trust::Insecure,
-    };
+    }
+}
+
+/// The client's retries follow the shared backoff policy: under paused time, a call to a closed port takes
+/// exactly the policy's waits (300 ms, then 600 ms, each with up to 100 ms of jitter) — no sleeps, no clock.
+#[tokio::test(start_paused = true)]
+async fn retries_wait_as_the_backoff_policy_says() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let options = vztmpld::pve::ClientOptions { attempts: 3, backoff: Duration::from_millis(300), ..fast_options() };
-    let client = Client::new(connection, options).unwrap();
+    let client = Client::new(closed_port(), options).unwrap();
     let started = tokio::time::Instant::now();
     let err = client.version().await.unwrap_err();
     let waited = started.elapsed();
@@ -271,14 +275,7 @@ async fn retries_wait_as_the_backoff_policy_says() {
 #[tokio::test]
 async fn a_connect_error_keeps_the_socket_error_as_its_source() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let connection = vztmpld::pve::Connection {
-        cluster: "lab".into(),
-        endpoints: vec!["https://127.0.0.1:1".parse().unwrap()],
-        token_id: "vztmpld@pve!cache".into(),
-        secret: "s".into(),
-        trust: vztmpld::pve::Trust::Insecure,
-    };
-    let client = Client::new(connection, vztmpld::pve::ClientOptions { attempts: 1, ..fast_options() }).unwrap();
+    let client = Client::new(closed_port(), vztmpld::pve::ClientOptions { attempts: 1, ..fast_options() }).unwrap();
     let err = client.version().await.unwrap_err();
     assert!(matches!(err, PveError::Connect { .. }), "{err}");
     let mut chain: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);

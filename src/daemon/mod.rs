@@ -41,6 +41,7 @@ use scheduler::Scheduler;
 use shared::Shared;
 use status::Status;
 pub use systemd::watchdog_period;
+use vztmpld_core::backoff::Jitter;
 pub use vztmpld_core::scheduler;
 
 use crate::config::{self, Config, HaConfig};
@@ -77,7 +78,8 @@ pub struct Daemon {
     active: Active,
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Control>,
-    seed: u64,
+    /// Spreads the passes' intervals and retries (fixed in tests by `with_seed`).
+    jitter: Jitter,
     lookups: Arc<std::sync::Mutex<crate::reconcile::lookups::LookupLog>>,
     /// When each cached file was last verified (`verify`), across reloads.
     ledger: Arc<ledger::Ledger>,
@@ -89,14 +91,13 @@ impl Daemon {
         let (tx, requests) = mpsc::channel(4);
         let shared = Arc::new(Shared::new(Status::new(source.path().display().to_string()), tx));
         let active = Active::load(&source, &shared)?;
-        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let ledger = Arc::new(ledger::Ledger::new(Arc::downgrade(&shared)));
-        Ok(Self { source, active, shared, requests, seed, lookups: Default::default(), ledger })
+        Ok(Self { source, active, shared, requests, jitter: Jitter::from_clock(), lookups: Default::default(), ledger })
     }
 
     /// Fixes the jitter's seed (tests).
     pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.jitter = Jitter::new(seed);
         self
     }
 
@@ -126,7 +127,7 @@ impl Daemon {
         tracing::info!(listen = %bound, config = %self.source.path().display(), "vztmpld running; status at http://{bound}/api/v1/status");
         systemd::ready();
 
-        let mut schedule = Scheduler::new(self.config().interval, now(), self.seed);
+        let mut schedule = Scheduler::new(self.config().interval, now(), self.jitter.clone());
         let mut pass: Option<JoinHandle<pass::PassResult>> = None;
         let mut reload = Reload::default();
         loop {

@@ -118,9 +118,9 @@ pub enum LeaseLost {
 
 /// A view of the lease for fencing: asked before each start, answers on this daemon's monotonic clock.
 #[derive(Debug, Clone)]
-pub struct Lease(Arc<LeaseClock>);
+pub struct LeaseCheck(Arc<LeaseClock>);
 
-impl Lease {
+impl LeaseCheck {
     /// `Ok` while this daemon's lease is surely alive.
     pub fn check(&self) -> Result<(), LeaseLost> {
         self.0.check()
@@ -164,8 +164,8 @@ impl Ha {
     }
 
     /// The lease, to ask before each download starts: open only while it is surely alive.
-    pub fn lease(&self) -> Lease {
-        Lease(Arc::clone(&self.clock))
+    pub fn lease(&self) -> LeaseCheck {
+        LeaseCheck(Arc::clone(&self.clock))
     }
 
     /// Waits (up to `limit`) until the election has placed this process as leader or standby; the status then.

@@ -153,7 +153,7 @@ impl Client {
             seen_fingerprint: seen,
             learned_at: std::sync::Mutex::new(None),
             options,
-            jitter: Mutex::new(Jitter::new(seed())),
+            jitter: Mutex::new(Jitter::from_clock()),
         })
     }
 
@@ -524,11 +524,6 @@ impl Client {
         let path = format!("/nodes/{}/tasks/{}", encode_segment(node), encode_segment(upid));
         self.call::<serde_json::Value>(Method::DELETE, &path, &[], &[]).await.map(|_| ())
     }
-}
-
-/// A seed for a client's jitter: the clock, so clients started together still differ.
-fn seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
 }
 
 /// The path of a storage's content listing.

@@ -97,7 +97,7 @@ impl Match {
             Match::Exact(p) => text == p,
             Match::Prefix(p) => text.starts_with(p),
             Match::Suffix(p) => text.ends_with(p),
-            Match::Anywhere(p) => text.find(p).is_some(),
+            Match::Anywhere(p) => text.contains(p),
         }
     }
 }

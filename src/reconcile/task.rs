@@ -34,8 +34,7 @@ pub async fn download(
     // Another writer (a second daemon, a manual apply) plans the same downloads in the same order. A random
     // pause of up to one poll interval keeps two writers from checking in the same instant, and the checks
     // below, made right before the start (not when the plan was made), then see the other's task or file.
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
-    tokio::time::sleep(settings.poll_interval.mul_f64(Jitter::new(seed).fraction())).await;
+    tokio::time::sleep(settings.poll_interval.mul_f64(Jitter::from_clock().fraction())).await;
     let (upid, adopted) = match adopt_or_start(client, d, gate).await {
         Ok(Some(running)) => running,
         Ok(None) => {

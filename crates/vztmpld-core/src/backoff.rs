@@ -52,6 +52,12 @@ impl Jitter {
         Self(seed | 1)
     }
 
+    /// A generator seeded from the clock's nanoseconds, so processes and clients started together still differ.
+    pub fn from_clock() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Self::new(now.map_or(1, |d| d.as_nanos() as u64))
+    }
+
     /// A number in [0, 1).
     pub fn fraction(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;

@@ -42,8 +42,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A schedule whose first pass (`start`) is due at once. `seed` feeds the jitter.
-    pub fn new(interval: Duration, now: Instant, seed: u64) -> Self {
+    /// A schedule whose first pass (`start`) is due at once, its intervals spread by `jitter`.
+    pub fn new(interval: Duration, now: Instant, jitter: Jitter) -> Self {
         Self {
             interval,
             next: now,
@@ -53,7 +53,7 @@ impl Scheduler {
             failures: BTreeMap::new(),
             reload_at: None,
             burst_started: None,
-            jitter: Jitter::new(seed),
+            jitter,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The schedule on made-up instants: no clock, no sleeps.
 
 use super::*;
+use crate::backoff::Jitter;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -20,7 +21,7 @@ fn at(t0: Instant, secs: f64) -> Instant {
 #[test]
 fn the_first_pass_is_due_at_once_and_only_once() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 7);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(7));
     assert_eq!(s.next_due(), Some(t0));
     assert_eq!(s.start(t0), Some(Trigger::Start));
     assert!(s.is_running());
@@ -31,7 +32,7 @@ fn the_first_pass_is_due_at_once_and_only_once() {
 #[test]
 fn the_interval_is_jittered_by_at_most_five_percent() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 42);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(42));
     let mut seen = std::collections::BTreeSet::new();
     let mut now = t0;
     for _ in 0..50 {
@@ -52,7 +53,7 @@ fn the_interval_is_jittered_by_at_most_five_percent() {
 fn a_failing_node_backs_off_exponentially_capped_at_the_interval() {
     let t0 = Instant::now();
     let interval = Duration::from_secs(120);
-    let mut s = Scheduler::new(interval, t0, 3);
+    let mut s = Scheduler::new(interval, t0, Jitter::new(3));
     let mut now = t0;
     let mut waits = Vec::new();
     for _ in 0..8 {
@@ -77,7 +78,7 @@ fn a_failing_node_backs_off_exponentially_capped_at_the_interval() {
 #[test]
 fn recovery_resets_the_backoff() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 9);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(9));
     for i in 0..3 {
         let now = at(t0, f64::from(i) * 100.0);
         s.start(now).unwrap();
@@ -100,7 +101,7 @@ fn recovery_resets_the_backoff() {
 #[test]
 fn requests_during_a_pass_queue_exactly_one_follow_up() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 1);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(1));
     s.start(t0).unwrap();
     s.request(Trigger::Api, at(t0, 1.0));
     s.request(Trigger::Config, at(t0, 2.0));
@@ -117,7 +118,7 @@ fn requests_during_a_pass_queue_exactly_one_follow_up() {
 #[test]
 fn a_request_while_idle_runs_at_once_and_a_due_pass_keeps_its_trigger() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 1);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(1));
     s.request(Trigger::Api, t0);
     assert_eq!(s.start(t0), Some(Trigger::Start), "the due first pass serves the request");
     s.finish(t0, nothing());
@@ -130,7 +131,7 @@ fn a_request_while_idle_runs_at_once_and_a_due_pass_keeps_its_trigger() {
 #[test]
 fn an_aborted_pass_is_retried_soon() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 1);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(1));
     s.start(t0).unwrap();
     s.abort(t0);
     assert_eq!(s.next_due(), Some(t0 + RETRY_BASE));
@@ -140,7 +141,7 @@ fn an_aborted_pass_is_retried_soon() {
 #[test]
 fn a_shorter_interval_brings_the_next_regular_pass_forward() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 1);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(1));
     s.start(t0).unwrap();
     s.finish(t0, nothing());
     s.set_interval(Duration::from_secs(60), at(t0, 10.0));
@@ -150,7 +151,7 @@ fn a_shorter_interval_brings_the_next_regular_pass_forward() {
 #[test]
 fn config_hints_are_debounced_with_a_maximum_wait() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(HOUR, t0, 1);
+    let mut s = Scheduler::new(HOUR, t0, Jitter::new(1));
     assert_eq!(s.reload_due(), None);
     s.config_hint(t0);
     assert_eq!(s.reload_due(), Some(t0 + DEBOUNCE));

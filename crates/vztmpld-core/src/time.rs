@@ -2,7 +2,7 @@
 //! memory, RFC 3339 (to the second, UTC) on the wire.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -14,16 +14,6 @@ impl Timestamp {
     /// Now.
     pub fn now() -> Self {
         Self(SystemTime::now())
-    }
-
-    /// The instant.
-    pub fn system_time(self) -> SystemTime {
-        self.0
-    }
-
-    /// How long ago it was (zero for an instant in the future).
-    pub fn elapsed(self) -> Duration {
-        SystemTime::now().duration_since(self.0).unwrap_or_default()
     }
 }
 
@@ -63,6 +53,8 @@ impl<'de> Deserialize<'de> for Timestamp {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
