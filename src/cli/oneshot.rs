@@ -105,13 +105,13 @@ async fn apply_fleet(fleet: &Fleet, output: Output) -> anyhow::Result<ExitStatus
     let started: Arc<Mutex<Vec<String>>> = Arc::default();
     // Each cluster starts downloading as soon as its own plan is made; its bars appear then.
     let pass = fleet.reconcile(
-        |plan, _, _| {
+        |plan, _| {
             // A fresh log: a one-shot run reports every lookup.
             crate::reconcile::lookups::LookupLog::default().log_changes(plan);
             let bar = bars.as_ref().map(|multi| progress_bars(multi, plan));
             Some(remember_tasks(plan, Arc::clone(&started), bar))
         },
-        |_, _, _| {},
+        |_, _| {},
     );
     let (plan, outcomes) = tokio::select! {
         done = pass => crate::reconcile::merge(&done),

@@ -80,9 +80,9 @@ pub struct Daemon {
     requests: mpsc::Receiver<Control>,
     /// Spreads the passes' intervals and retries (fixed in tests by `with_seed`).
     jitter: Jitter,
-    lookups: Arc<std::sync::Mutex<crate::reconcile::lookups::LookupLog>>,
-    /// When each cached file was last verified (`verify`), across reloads.
-    ledger: Arc<ledger::Ledger>,
+    /// What passes report to beside the status, across reloads: the lookup log, the verify ledger (when each
+    /// cached file was last verified), the plans each cluster settled on.
+    report: pass::Reporting,
 }
 
 impl Daemon {
@@ -91,8 +91,12 @@ impl Daemon {
         let (tx, requests) = mpsc::channel(4);
         let shared = Arc::new(Shared::new(Status::new(source.path().display().to_string()), tx));
         let active = Active::load(&source, &shared)?;
-        let ledger = Arc::new(ledger::Ledger::new(Arc::downgrade(&shared)));
-        Ok(Self { source, active, shared, requests, jitter: Jitter::from_clock(), lookups: Default::default(), ledger })
+        let report = pass::Reporting {
+            lookups: Arc::default(),
+            ledger: Arc::new(ledger::Ledger::new(Arc::downgrade(&shared))),
+            settled: Arc::default(),
+        };
+        Ok(Self { source, active, shared, requests, jitter: Jitter::from_clock(), report })
     }
 
     /// Fixes the jitter's seed (tests).
@@ -169,19 +173,10 @@ impl Daemon {
                     continue;
                 }
             };
-            match control {
-                Control::Stop => break,
-                Control::Reload => {
-                    tracing::info!("reloading the configuration");
-                    reload.start(&self.source, self.active.hash(), true, Trigger::Signal);
-                }
-                Control::ConfigChanged => schedule.config_hint(now()),
-                Control::Reconcile(trigger) => schedule.request(trigger, now()),
-                Control::WatchdogTick => systemd::watchdog(),
+            if control == Control::Stop {
+                break;
             }
-            if let Some(at) = schedule.next_due() {
-                self.shared.update(|s| s.set_next_pass(to_system_time(at)));
-            }
+            self.on_control(control, &mut reload, &mut schedule);
         }
 
         tracing::info!("stopping");
@@ -199,6 +194,23 @@ impl Daemon {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// A control other than stop: a reload, a hint that the file changed, a pass asked for, a watchdog tick.
+    fn on_control(&self, control: Control, reload: &mut Reload, schedule: &mut Scheduler) {
+        match control {
+            Control::Stop => {}
+            Control::Reload => {
+                tracing::info!("reloading the configuration");
+                reload.start(&self.source, self.active.hash(), true, Trigger::Signal);
+            }
+            Control::ConfigChanged => schedule.config_hint(now()),
+            Control::Reconcile(trigger) => schedule.request(trigger, now()),
+            Control::WatchdogTick => systemd::watchdog(),
+        }
+        if let Some(at) = schedule.next_due() {
+            self.shared.update(|s| s.set_next_pass(to_system_time(at)));
+        }
     }
 
     /// Joins the election when `ha` is configured; the handle and the status it starts with.
@@ -234,8 +246,8 @@ impl Daemon {
     fn start_pass(&self, gate: &StartGate, trigger: Trigger) -> JoinHandle<pass::PassResult> {
         let mut fleet = self.active.fleet.clone();
         fleet.gate = gate.clone();
-        fleet.verifier = Some(Arc::clone(&self.ledger) as Arc<dyn crate::reconcile::verification::Verifier>);
-        pass::spawn(fleet, Arc::clone(&self.shared), Arc::clone(&self.lookups), Arc::clone(&self.ledger), trigger)
+        fleet.verifier = Some(Arc::clone(&self.report.ledger) as Arc<dyn crate::reconcile::verification::Verifier>);
+        pass::spawn(fleet, Arc::clone(&self.shared), self.report.clone(), trigger)
     }
 
     /// A configuration read ended: swap it in when valid, schedule the pass it asks for, start a queued read.
@@ -275,7 +287,8 @@ impl Daemon {
         };
         let retries = schedule.finish(now, r.failing_nodes());
         let configured: Vec<String> = self.config().clusters.iter().map(|c| c.name.clone()).collect();
-        self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(&configured);
+        self.report.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(&configured);
+        self.report.settled.retain(&configured);
         self.shared.catalog().update(|inv| inv.retain(&configured));
         let elapsed = now.saturating_duration_since(r.started);
         let wall = SystemTime::now();

@@ -1,7 +1,8 @@
 //! One reconcile pass as the daemon runs it: its own task (so the loop keeps answering signals and the
 //! watchdog while downloads are followed), publishing the plan and live progress to the status as it goes.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::SystemTime;
 
 use std::time::Instant;
@@ -55,30 +56,69 @@ fn same(a: &str, b: &str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
+/// The plan each cluster last settled on (published with its outcomes, logged, its verify marks applied). A
+/// pass whose plan is that very `Arc` (the reconciler reused it: nothing changed there) has nothing to publish,
+/// log or mark again. Weak: it keeps no plan alive, and a plan's allocation outlives it, so a new plan never
+/// takes an old one's address.
+#[derive(Debug, Default)]
+pub(super) struct Settled(Mutex<HashMap<Box<str>, Weak<Plan>>>);
+
+impl Settled {
+    /// Whether `plan` is the one its cluster last settled on.
+    fn is(&self, plan: &Arc<Plan>) -> bool {
+        let Some(cluster) = cluster_of(plan) else { return false };
+        self.lock().get(cluster).is_some_and(|last| Weak::ptr_eq(last, &Arc::downgrade(plan)))
+    }
+
+    /// Its cluster settled on `plan`.
+    fn settle(&self, plan: &Arc<Plan>) {
+        if let Some(cluster) = cluster_of(plan) {
+            self.lock().insert(cluster.into(), Arc::downgrade(plan));
+        }
+    }
+
+    /// Forgets clusters no longer configured.
+    pub(super) fn retain(&self, configured: &[String]) {
+        self.lock().retain(|name, _| configured.iter().any(|c| **c == **name));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Weak<Plan>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The cluster a daemon's per-cluster plan is for (none for a plan with no items: nothing to show for it).
+fn cluster_of(plan: &Plan) -> Option<&str> {
+    plan.items.first().map(|i| &*i.cluster)
+}
+
+/// What a pass reports to, beside the status: the lookup log, the verify ledger, the plans settled on.
+#[derive(Debug, Clone)]
+pub(super) struct Reporting {
+    pub(super) lookups: Arc<Mutex<LookupLog>>,
+    pub(super) ledger: Arc<super::ledger::Ledger>,
+    pub(super) settled: Arc<Settled>,
+}
+
 /// Starts a pass: observe → plan (published at once) → apply (progress published as it comes).
-pub(super) fn spawn(
-    fleet: Fleet,
-    shared: Arc<Shared>,
-    lookups: Arc<Mutex<LookupLog>>,
-    ledger: Arc<super::ledger::Ledger>,
-    trigger: Trigger,
-) -> JoinHandle<PassResult> {
+pub(super) fn spawn(fleet: Fleet, shared: Arc<Shared>, report: Reporting, trigger: Trigger) -> JoinHandle<PassResult> {
     shared.update(|s| s.start_pass(trigger, SystemTime::now()));
     tracing::debug!(%trigger, "reconcile pass started");
     tokio::spawn(async move {
         let started = tokio::time::Instant::now().into_std();
-        // Each cluster's plan is published, logged and applied as soon as it is made.
-        // A cluster whose plan is the last pass's, reused (nothing changed there), keeps its status, lookup
-        // log and verify marks as they are: only the inventory's observation time moves.
+        let Reporting { lookups, ledger, settled } = &report;
+        // Each cluster's plan is published, logged and applied as soon as it is made. A cluster whose plan is
+        // the one it settled on last (reused: nothing changed there) keeps its status, lookup log and verify
+        // marks as they are: only the inventory's observation time moves.
         let clusters = fleet
             .reconcile(
-                |plan, observed, unchanged| {
-                    if unchanged {
+                |plan, observed| {
+                    if settled.is(plan) {
                         shared.catalog().update(|inv| inv.touch(observed, SystemTime::now()));
                         return None;
                     }
                     shared.catalog().update(|inv| inv.record(observed, SystemTime::now()));
-                    lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log_changes(plan);
+                    lookups.lock().unwrap_or_else(PoisonError::into_inner).log_changes(plan);
                     if !plan.has_downloads() {
                         // Nothing to follow: `on_applied` publishes it a moment later, once.
                         return None;
@@ -86,15 +126,16 @@ pub(super) fn spawn(
                     shared.update(|s| s.publish_cluster_plan(plan, None, SystemTime::now()));
                     Some(progress_sink(plan, &shared))
                 },
-                |plan, outcomes, unchanged| {
+                |plan, outcomes| {
                     log_summary(plan, outcomes, started.elapsed());
-                    if unchanged && shared.read(|s| plan.items.first().is_some_and(|i| s.has_cluster(&i.cluster))) {
+                    if settled.is(plan) {
                         return;
                     }
                     record_downloaded(&shared, plan, outcomes);
-                    lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record_outcomes(plan, outcomes);
+                    lookups.lock().unwrap_or_else(PoisonError::into_inner).record_outcomes(plan, outcomes);
                     shared.update(|s| s.publish_cluster_plan(plan, Some(outcomes), SystemTime::now()));
                     ledger.remark(plan);
+                    settled.settle(plan);
                 },
             )
             .await;

@@ -8,6 +8,7 @@
 //! - [`fence`]: the start gate HA fencing closes.
 //! - [`lookups`]: the `CACHE HIT` / `CACHE MISS` log lines, on change only.
 //! - [`inventory`]: every node's vztmpl volumes, kept between passes for the resolve API.
+//! - `steady`: the plan cache behind the observe step, which makes a converged cluster's pass cheap.
 
 pub mod apply;
 pub mod fence;
@@ -16,6 +17,7 @@ pub mod lookups;
 mod observe;
 pub mod outcome;
 pub mod progress;
+mod steady;
 pub mod task;
 pub mod verification;
 
@@ -40,31 +42,18 @@ pub const OBSERVING_CLUSTERS: usize = 64;
 pub struct Cluster {
     pub config: ClusterConfig,
     pub client: Arc<Client>,
-    /// The last plan, when it was all cached and made from listings alone (see [`Steady`]).
-    steady: Arc<std::sync::Mutex<Option<Steady>>>,
-}
-
-/// A converged cluster's last plan and the key of what it was made from: when the next pass observes the
-/// same key, planning would repeat itself exactly, so the plan is reused (and everything derived from it —
-/// status, lookup log, verify marks — is left as it is). Kept only for a plan whose every item is cached and
-/// whose observation fetched nothing beyond the cluster views and listings: such a plan reads only what the
-/// key covers (nodes, storages' activity, listed volume ids), never free space, indexes or privileges.
-/// A new configuration builds new clusters, so the key never outlives the templates it was planned for.
-#[derive(Debug)]
-struct Steady {
-    key: u64,
-    plan: Arc<plan::Plan>,
+    /// The last plan, while the cluster stays as it was made from (see `steady`).
+    plans: Arc<steady::PlanCache>,
 }
 
 /// One cluster's part of a pass.
 #[derive(Debug)]
 pub struct ClusterPass {
-    /// The cluster's plan (download indices are this plan's).
+    /// The cluster's plan (download indices are this plan's). The same `Arc` as the previous pass's when
+    /// nothing about the cluster changed (the plan was reused).
     pub plan: Arc<plan::Plan>,
     /// One outcome per download of `plan`.
     pub outcomes: Vec<Outcome>,
-    /// The plan is the previous pass's, reused: nothing about the cluster changed.
-    pub unchanged: bool,
 }
 
 /// Joins clusters' passes into one plan (download indices shifted) and one list of outcomes.
@@ -113,7 +102,7 @@ impl Fleet {
             .iter()
             .map(|c| {
                 let client = Arc::new(Client::new(connection(c), options)?);
-                Ok(Cluster { config: c.clone(), client, steady: Arc::default() })
+                Ok(Cluster { config: c.clone(), client, plans: Arc::default() })
             })
             .collect::<Result<Vec<_>, PveError>>()?;
         Ok(Self { config: Arc::new(config), clusters, gate: StartGate::default(), verifier: None })
@@ -122,8 +111,17 @@ impl Fleet {
     /// Observes every cluster concurrently; one observation per cluster, in configuration order.
     pub async fn observe(&self) -> Vec<observation::ClusterObservation> {
         let templates = &self.config.templates;
-        let observing = self.clusters.iter().map(|c| observe::observe_cluster(&c.config, &c.client, templates, None));
-        join_all(observing).await.into_iter().map(|o| o.observation).collect()
+        let observing =
+            self.clusters.iter().map(|c| observe::observe_cluster::<()>(&c.config, &c.client, templates, None));
+        join_all(observing)
+            .await
+            .into_iter()
+            .map(|o| match o {
+                observe::Observed::Fresh { observation, .. } | observe::Observed::AsKept(observation, ()) => {
+                    observation
+                }
+            })
+            .collect()
     }
 
     /// Observes and plans.
@@ -164,59 +162,39 @@ impl Fleet {
 
     /// One pass: each cluster observes, plans and applies on its own, so a stalled or failing cluster holds
     /// back nothing but itself. `on_plan` sees each cluster's plan and observation as soon as the plan is made
-    /// (to publish or log it, or keep the volumes seen), with whether it is the previous pass's plan reused
-    /// (see `Steady`; the observation then holds no volumes, its listings left undecoded), and returns where that plan's download progress goes; `on_applied` sees it again with
-    /// its outcomes when that cluster is done. Returns each cluster's part, in configuration order.
+    /// (to publish or log it, or keep the volumes seen), and returns where that plan's download progress goes;
+    /// `on_applied` sees the plan again with its outcomes when that cluster is done. A plan that is the same
+    /// `Arc` as the cluster's last one was reused (nothing changed there; its observation holds no volumes, the
+    /// listings left undecoded). Returns each cluster's part, in configuration order.
     pub async fn reconcile<P, A>(&self, on_plan: P, on_applied: A) -> Vec<ClusterPass>
     where
-        P: Fn(&plan::Plan, &observation::ClusterObservation, bool) -> Option<progress::ProgressSink>,
-        A: Fn(&plan::Plan, &[Outcome], bool),
+        P: Fn(&Arc<plan::Plan>, &observation::ClusterObservation) -> Option<progress::ProgressSink>,
+        A: Fn(&Arc<plan::Plan>, &[Outcome]),
     {
         let (on_plan, on_applied) = (&on_plan, &on_applied);
         let observing = &tokio::sync::Semaphore::new(OBSERVING_CLUSTERS);
         let per_cluster = self.clusters.iter().map(|c| async move {
             // The observation (volumes, appliance indexes) is dropped once planned: a cold pass follows its
             // downloads for minutes, and a hundred clusters' observations must not stay alive meanwhile.
-            let (plan, unchanged, progress, due) = {
+            let (plan, progress, due) = {
                 // Never closed; the permit bounds only how many clusters are observed at once, not apply.
                 let _permit = observing.acquire().await.ok();
-                let previous = c.steady.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                let observed = observe::observe_cluster(
-                    &c.config,
-                    &c.client,
-                    &self.config.templates,
-                    previous.as_ref().map(|s| s.key),
-                )
-                .await;
-                let (plan, unchanged) = match previous {
-                    Some(steady) if observed.unchanged => {
-                        tracing::debug!(cluster = %c.config.name, "nothing changed since the last pass: its plan stands");
-                        (steady.plan, true)
-                    }
-                    _ => (Arc::new(plan::plan(&self.config, std::slice::from_ref(&observed.observation))), false),
-                };
-                let keep = observed.key.filter(|_| plan.all_cached() && !observed.observation.fetched_beyond_listings());
-                *c.steady.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    keep.map(|key| Steady { key, plan: Arc::clone(&plan) });
-                let progress = on_plan(&plan, &observed.observation, unchanged);
-                let due = self
-                    .verifier
-                    .as_ref()
-                    .map(|v| v.due(&self.config, &plan, &observed.observation))
-                    .unwrap_or_default();
+                let (plan, observed) = c.plans.observe_and_plan(&c.config, &c.client, &self.config).await;
+                let progress = on_plan(&plan, &observed);
+                let due = self.verifier.as_ref().map(|v| v.due(&self.config, &plan, &observed)).unwrap_or_default();
                 if !due.is_empty() {
                     // A verification may mark a file corrupt or repair it in place (same volid, same listing):
                     // the next pass plans and publishes afresh, and the verify marks are applied again.
-                    c.steady.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    c.plans.forget();
                 }
-                (plan, unchanged, progress, due)
+                (plan, progress, due)
             };
             let settings = &self.config.downloads;
             let verifications = self.verifier.as_deref().map(|verifier| apply::Verifications { due, verifier });
             let outcomes = apply::apply_cluster(c, &plan, settings, progress, &self.gate, verifications).await;
             c.client.close_idle_connections();
-            on_applied(&plan, &outcomes, unchanged);
-            ClusterPass { plan, outcomes, unchanged }
+            on_applied(&plan, &outcomes);
+            ClusterPass { plan, outcomes }
         });
         join_all(per_cluster).await
     }

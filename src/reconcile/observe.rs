@@ -15,32 +15,33 @@ use crate::config::{ClusterConfig, Policy, TemplateConfig, TemplateSource};
 use crate::pve::{Client, PveError};
 use crate::template::{TemplateName, TemplateSpec, debian_arch};
 
-/// A cluster as observed, with the key of its plan's inputs.
-pub(super) struct Observed {
-    pub(super) observation: ClusterObservation,
-    /// [`ClusterObservation::steady_key`], taken once the listings are in.
-    pub(super) key: Option<u64>,
-    /// The key equals the one asked about: the observation stopped after the listings, and left them
-    /// undecoded (the observation has no volumes).
-    pub(super) unchanged: bool,
+/// A cluster as observed.
+pub(super) enum Observed<K> {
+    /// The listings arrived as they were when `K` was kept: the observation stopped after them and left them
+    /// undecoded (it holds the cluster's views, no volumes). `K` is handed back.
+    AsKept(ClusterObservation, K),
+    /// Observed in full, with [`ClusterObservation::steady_key`] taken once the listings were in.
+    Fresh { observation: ClusterObservation, key: Option<u64> },
 }
 
-/// Observes one cluster for the given desired templates. With `steady` (the key of the last plan, kept only
-/// for an all-cached plan made from listings alone), an equal key ends the observation after the listings:
-/// the same inputs would need nothing more and plan the same.
-pub(super) async fn observe_cluster(
+/// Observes one cluster for the given desired templates. With `kept` (something kept with the key of the
+/// inputs it was made from), an equal key ends the observation after the listings: the same inputs would need
+/// nothing more and plan the same.
+pub(super) async fn observe_cluster<K>(
     cfg: &ClusterConfig,
     client: &Client,
     templates: &[TemplateConfig],
-    steady: Option<u64>,
-) -> Observed {
+    kept: Option<(u64, K)>,
+) -> Observed<K> {
     let (mut obs, online, listings) = observe_views_and_listings(cfg, client).await;
     let key = obs.steady_key();
-    if key.is_some() && key == steady {
-        return Observed { observation: obs, key, unchanged: true };
+    match kept {
+        Some((k, kept)) if key == Some(k) => Observed::AsKept(obs, kept),
+        _ => {
+            decode_listings(&mut obs, client, listings);
+            Observed::Fresh { observation: observe_the_rest(obs, online, client, templates).await, key }
+        }
     }
-    decode_listings(&mut obs, client, listings);
-    Observed { observation: observe_the_rest(obs, online, client, templates).await, key, unchanged: false }
 }
 
 /// The cluster's views (nodes, storages) and every vztmpl listing a targeted node sees, as it arrived (its
