@@ -21,5 +21,6 @@ pub mod files;
 pub mod ha;
 pub mod pve;
 pub mod reconcile;
+pub mod state;
 
 pub use vztmpld_core::{names, suggest, template, time};

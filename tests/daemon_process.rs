@@ -172,3 +172,48 @@ async fn ctrl_c_during_apply_names_the_tasks_that_keep_running() {
     assert!(err.contains("interrupted: vztmpld stopped following; Proxmox keeps running its tasks"), "{err}");
     assert!(err.contains("adopts them") && err.contains("UPID:pve1:"), "{err}");
 }
+
+/// `kill -9` at arbitrary moments of a daemon that keeps writing its state (`$STATE_DIRECTORY`, as systemd sets
+/// it): every state file left behind is whole — the last good state, never a torn write.
+#[tokio::test]
+async fn a_kill_9_at_any_moment_leaves_readable_state() {
+    use vztmpld::state::{INVENTORY, LEDGER, PINS, StateDir};
+    let sim = TestSim::start().await;
+    let cfg =
+        write_config(&sim.server, "", "interval: 1h\ntemplates:\n  - template: alpine-3.22\n  - template: debian-12\n");
+    let dir = cfg.parent().unwrap().to_path_buf();
+    let state = dir.join("state");
+    let mut saved_once = false;
+    for round in 0..6u64 {
+        // Another writer deletes a cached file: the next pass downloads it again and saves a changed inventory.
+        if let Ok(text) = std::fs::read_to_string(state.join("inventory.json")) {
+            let volid = text.split('"').find(|s| s.starts_with("local:vztmpl/")).map(String::from);
+            if let Some(volid) = volid {
+                let path = format!("/nodes/pve1/storage/local/content/{}", common::encode(&volid));
+                let _ = sim.delete(&path).await;
+            }
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vztmpld"))
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("STATE_DIRECTORY", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread over the start, the first pass and its save (pseudo-random, reproducible).
+        let delay = 150 + (round * 7919) % 900;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        kill(child.id(), "KILL");
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        let d = StateDir::read_only(&state);
+        for part in [PINS, LEDGER, INVENTORY] {
+            if let Err(e) = d.load::<serde_json::Value>(part) {
+                panic!("round {round}, killed after {delay} ms: {e}");
+            }
+        }
+        saved_once |= state.join("inventory.json").exists();
+    }
+    assert!(saved_once, "the daemon saved its state within the rounds (no state: nothing was tested)");
+}

@@ -90,6 +90,8 @@ fn systemd_unit_verifies() {
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
+        "StateDirectory=vztmpld\n",
+        "LimitNOFILE=",
     ] {
         assert!(text.contains(needed), "unit lacks {needed}");
     }

@@ -82,6 +82,10 @@ pub enum Command {
         /// Print a table (text) or JSON for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
+        /// Read the daemon's learned node fingerprints from this state directory (default: the config's
+        /// state_dir); only read, never needed.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// List what the clusters' appliance indexes offer, and on which nodes (like `pveam available`).
     Available {
@@ -105,6 +109,10 @@ pub enum Command {
         /// Print a table (text) or JSON for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
+        /// Read the daemon's learned node fingerprints from this state directory (default: the config's
+        /// state_dir); only read, never needed.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Run the daemon: reconcile on an interval, hot-reload the config, serve status and metrics.
     Run {
@@ -114,6 +122,10 @@ pub enum Command {
         /// Status server address (default: server.listen from the config, else 127.0.0.1:9811).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Where to keep what the daemon learns (default: the config's state_dir, else $STATE_DIRECTORY as
+        /// systemd sets it; without any, nothing persists).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Show a running daemon's status: nodes × templates.
     Status {
@@ -204,7 +216,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         #[cfg(feature = "sim")]
         Command::Sim { listen, scenario } => sim::run(listen, scenario).await,
         Command::Check { config } => oneshot::check(&config),
-        Command::Run { config, listen } => run::daemon(config, listen).await,
+        Command::Run { config, listen, state_dir } => run::daemon(config, listen, state_dir).await,
         Command::Status { addr, token_file, output } => {
             status::run(&addr, token_file.as_deref(), output == Output::Json).await
         }
@@ -214,7 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         }
         #[cfg(feature = "sim")]
         Command::Demo { listen } => demo::run(listen).await,
-        Command::Plan { config, output } => oneshot::plan(&config, output).await,
+        Command::Plan { config, output, state_dir } => oneshot::plan(&config, output, state_dir).await,
         Command::Available { config, cluster, filter, output } => {
             available::run(&config, cluster.as_deref(), filter.as_deref(), output).await
         }
@@ -230,7 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             print(&String::from_utf8_lossy(&out))?;
             Ok(ExitStatus::Success)
         }
-        Command::Apply { config, output } => oneshot::apply(&config, output).await,
+        Command::Apply { config, output, state_dir } => oneshot::apply(&config, output, state_dir).await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `check`, `plan` and `apply`: one pass from the command line, with Terraform-style exit statuses.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{ExitStatus, Output, print, report};
@@ -33,9 +33,24 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// The clients for a one-shot command; a pinned cluster starts from the node fingerprints the daemon learned
+/// (`--state-dir`, else the configuration's `state_dir`), read only: a missing or unusable file is a warning.
+fn fleet(config: Config, state_dir: Option<PathBuf>) -> anyhow::Result<Fleet> {
+    let book = crate::pve::PinBook::default();
+    if let Some(dir) = state_dir.or_else(|| config.state_dir.clone()) {
+        let dir = crate::state::StateDir::read_only(&dir);
+        match dir.load::<crate::pve::SavedPins>(crate::state::PINS) {
+            Ok(Some((pins, _))) => book.restore(pins),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the learned node fingerprints; going on without them"),
+        }
+    }
+    Ok(Fleet::with_pins(config, Default::default(), &book)?)
+}
+
 /// `vztmpld plan`: 0 all cached, 2 downloads pending, 1 something blocked.
-pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
-    let fleet = Fleet::new(load(path)?, Default::default())?;
+pub(super) async fn plan(path: &Path, output: Output, state_dir: Option<PathBuf>) -> anyhow::Result<ExitStatus> {
+    let fleet = fleet(load(path)?, state_dir)?;
     let plan = fleet.plan().await;
     let running = fleet.running_downloads(&plan).await;
     print(&render(&plan, None, &running, output))?;
@@ -49,8 +64,8 @@ pub(super) async fn plan(path: &Path, output: Output) -> anyhow::Result<ExitStat
 }
 
 /// `vztmpld apply`: 0 when everything converged, 1 when anything failed or stayed blocked.
-pub(super) async fn apply(path: &Path, output: Output) -> anyhow::Result<ExitStatus> {
-    let mut fleet = Fleet::new(load(path)?, Default::default())?;
+pub(super) async fn apply(path: &Path, output: Output, state_dir: Option<PathBuf>) -> anyhow::Result<ExitStatus> {
+    let mut fleet = fleet(load(path)?, state_dir)?;
     // With `ha`, a one-shot apply is a short-lived member of the election: it runs only as the leader.
     let ha = match fleet.config.ha.clone() {
         Some(cfg) => Some(lead_for_apply(&cfg).await?),

@@ -7,11 +7,20 @@ use std::path::PathBuf;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::ExitStatus;
-use crate::daemon::{ConfigSource, Control, ControlSender, Daemon, DaemonError, channel, watch};
+use crate::daemon::{ConfigSource, Control, ControlSender, Daemon, DaemonError, StateDirChoice, channel, watch};
 use crate::pve::ClientOptions;
 
-pub(super) async fn daemon(config: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitStatus> {
-    run_daemon(ConfigSource::file(config, ClientOptions::default()), listen).await?;
+pub(super) async fn daemon(
+    config: PathBuf,
+    listen: Option<SocketAddr>,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitStatus> {
+    // systemd's `StateDirectory=` sets `$STATE_DIRECTORY` (a colon-separated list when it names several).
+    let environment = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|p| !p.as_os_str().is_empty());
+    let choice = StateDirChoice { flag: state_dir, environment };
+    run_daemon(ConfigSource::file(config, ClientOptions::default()).with_state_dir(choice), listen).await?;
     Ok(ExitStatus::Success)
 }
 

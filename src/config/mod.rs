@@ -218,6 +218,8 @@ impl Validator {
             token_file.and_then(|f| self.secret_file("server.token_file", &base_dir.join(f), &mut warnings));
         let ha = raw.ha.and_then(|h| self.ha(h, base_dir, &mut warnings));
         let downloads = self.downloads(raw.downloads.unwrap_or_default());
+        // Relative to the configuration file, like every other path in it.
+        let state_dir = raw.state_dir.map(|d| base_dir.join(d));
         Config {
             path: self.file.clone(),
             interval,
@@ -227,6 +229,7 @@ impl Validator {
             server_token,
             downloads,
             ha,
+            state_dir,
             warnings,
         }
     }

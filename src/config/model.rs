@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub verify: Option<String>,
     pub repair: Option<bool>,
     pub ha: Option<RawHa>,
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,7 @@
 //!
 //! - [`control`]: `Control` and `Trigger`. [`scheduler`]: when passes run (pure, from `vztmpld-core`).
 //! - [`shared`]: what the loop, the passes and the servers share. [`fencing`]: the HA lease as the start gate.
-//!   [`ledger`]: deep verify's ledger.
+//!   [`ledger`]: deep verify's ledger. `persist`: what is restored from and saved to the state directory.
 //! - `reload`: the configuration in force and its replacement. `pass`: one pass as a task.
 //! - [`status`], [`metrics`], [`server`]: what the daemon shows; [`resolve_api`]: the resolve API over what the
 //!   passes saw. [`watch`]: the file-watch producer.
@@ -18,6 +18,7 @@ pub mod fencing;
 pub mod ledger;
 pub mod metrics;
 mod pass;
+mod persist;
 mod reload;
 pub mod resolve_api;
 pub mod server;
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use control::{Control, ControlSender, ControlStream, Trigger, channel};
+pub use persist::StateDirChoice;
 use reload::Active;
 pub use reload::ConfigSource;
 use scheduler::Scheduler;
@@ -83,6 +85,8 @@ pub struct Daemon {
     /// What passes report to beside the status, across reloads: the lookup log, the verify ledger (when each
     /// cached file was last verified), the plans each cluster settled on.
     report: pass::Reporting,
+    /// The state directory, when there is one.
+    persist: persist::Persistence,
 }
 
 impl Daemon {
@@ -90,13 +94,19 @@ impl Daemon {
     pub fn new(source: ConfigSource) -> Result<Self, DaemonError> {
         let (tx, requests) = mpsc::channel(4);
         let shared = Arc::new(Shared::new(Status::new(source.path().display().to_string()), tx));
-        let active = Active::load(&source, &shared)?;
+        let (config, hash) = source.load()?;
+        // The learned pins come back before the first clients are built; the rest once the fleet is known.
+        let persist = persist::Persistence::open(source.state_dir(&config).as_deref(), &shared);
+        persist.restore_pins(&shared);
+        let active = Active::first(config, hash, &source, &shared)?;
         let report = pass::Reporting {
             lookups: Arc::default(),
             ledger: Arc::new(ledger::Ledger::new(Arc::downgrade(&shared))),
             settled: Arc::default(),
         };
-        Ok(Self { source, active, shared, requests, jitter: Jitter::from_clock(), report })
+        let configured: Vec<String> = active.config().clusters.iter().map(|c| c.name.clone()).collect();
+        persist.restore_rest(&shared, &report.ledger, &configured);
+        Ok(Self { source, active, shared, requests, jitter: Jitter::from_clock(), report, persist })
     }
 
     /// Fixes the jitter's seed (tests).
@@ -190,6 +200,7 @@ impl Daemon {
         if let Some(h) = ha.take() {
             h.resign().await;
         }
+        self.persist.flush(&self.shared, &self.report.ledger).await;
         stop_server.cancel();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
         tracing::info!("stopped");
@@ -269,6 +280,9 @@ impl Daemon {
         if applied && self.config().ha.as_ref() != ha_config {
             tracing::warn!("the ha section changed; it takes effect when the daemon restarts");
         }
+        if applied && self.source.state_dir(self.config()).as_deref() != self.persist.dir() {
+            tracing::warn!("state_dir changed; it takes effect when the daemon restarts");
+        }
         if applied {
             schedule.set_interval(self.config().interval, now());
             schedule.request(trigger, now());
@@ -306,6 +320,7 @@ impl Daemon {
         self.shared.read(|s| self.shared.metrics().record_pass(&r.clusters, s, elapsed, outcome));
         let trigger = r.trigger;
         drop(r);
+        self.persist.save_changed(&self.shared, &self.report.ledger);
         release_free_memory();
         tracing::info!(outcome = outcome.as_str(), seconds = elapsed.as_secs_f64(), %trigger, "reconcile pass finished");
     }

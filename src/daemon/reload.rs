@@ -19,12 +19,24 @@ use crate::reconcile::Fleet;
 pub struct ConfigSource {
     path: PathBuf,
     client_options: ClientOptions,
+    state_dir: super::persist::StateDirChoice,
 }
 
 impl ConfigSource {
     /// The YAML file at `path`; clients are built with `client_options`.
     pub fn file(path: impl Into<PathBuf>, client_options: ClientOptions) -> Self {
-        Self { path: path.into(), client_options }
+        Self { path: path.into(), client_options, state_dir: Default::default() }
+    }
+
+    /// Where the state directory is when the configuration names none, and when `--state-dir` overrides it.
+    pub fn with_state_dir(mut self, choice: super::persist::StateDirChoice) -> Self {
+        self.state_dir = choice;
+        self
+    }
+
+    /// The state directory for a configuration: `--state-dir`, else its `state_dir`, else `$STATE_DIRECTORY`.
+    pub fn state_dir(&self, config: &Config) -> Option<PathBuf> {
+        self.state_dir.resolve(config.state_dir.as_deref())
     }
 
     /// The file's path.
@@ -49,7 +61,7 @@ impl ConfigSource {
     }
 
     /// Reads and validates the file.
-    fn load(&self) -> Result<(Config, [u8; 32]), config::ConfigError> {
+    pub(super) fn load(&self) -> Result<(Config, [u8; 32]), config::ConfigError> {
         let (text, hash) =
             self.read_text().map_err(|source| config::ConfigError::Read { path: self.path.clone(), source })?;
         Ok((self.validate(&text)?, hash))
@@ -88,9 +100,13 @@ pub(super) struct Active {
 }
 
 impl Active {
-    /// Loads the first configuration.
-    pub(super) fn load(source: &ConfigSource, shared: &Arc<Shared>) -> Result<Self, DaemonError> {
-        let (config, hash) = source.load()?;
+    /// Takes the first configuration (read by [`ConfigSource::load`]) in.
+    pub(super) fn first(
+        config: Config,
+        hash: [u8; 32],
+        source: &ConfigSource,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, DaemonError> {
         let active = Self::activate(config, hash, 1, source, shared)?;
         shared.metrics().record_initial_config();
         shared.update(|s| s.config_loaded(1, SystemTime::now()));
@@ -109,7 +125,15 @@ impl Active {
         source: &ConfigSource,
         shared: &Arc<Shared>,
     ) -> Result<Self, DaemonError> {
-        let fleet = Fleet::new(config, source.client_options)?;
+        // A pinned cluster keeps the node fingerprints learned under the same anchors (see `pve::pins`).
+        let fleet = Fleet::with_pins(config, source.client_options, shared.pins())?;
+        let pinned: Vec<&str> = fleet
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.config.tls, crate::config::TlsMode::Pinned(_)))
+            .map(|c| c.config.name.as_str())
+            .collect();
+        shared.pins().retain(&pinned);
         for cluster in &fleet.clusters {
             cluster.client.set_observer(Arc::new(shared.metrics().api_observer(&cluster.config.name)));
         }

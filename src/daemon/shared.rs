@@ -12,6 +12,7 @@ use super::control::{Control, Trigger};
 use super::metrics::Metrics;
 use super::resolve_api::Catalog;
 use super::status::Status;
+use crate::pve::PinBook;
 
 /// The daemon's shared state.
 #[derive(Debug)]
@@ -22,12 +23,20 @@ pub struct Shared {
     controls: mpsc::Sender<Control>,
     /// What the passes saw on every node, for the resolve API.
     catalog: Catalog,
+    /// Pinned clusters' learned node fingerprints, kept across reloads.
+    pins: PinBook,
 }
 
 impl Shared {
     /// A fresh snapshot and registry; requests go to `controls`.
     pub fn new(status: Status, controls: mpsc::Sender<Control>) -> Self {
-        Self { status: RwLock::new(status), metrics: Metrics::new(), controls, catalog: Catalog::default() }
+        Self {
+            status: RwLock::new(status),
+            metrics: Metrics::new(),
+            controls,
+            catalog: Catalog::default(),
+            pins: PinBook::default(),
+        }
     }
 
     /// A copy of the status (its clusters' views are shared, not copied; a poisoned lock still holds the last
@@ -55,6 +64,11 @@ impl Shared {
     /// What the passes saw, for the resolve API.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Pinned clusters' learned node fingerprints (each client learns into its cluster's set).
+    pub fn pins(&self) -> &PinBook {
+        &self.pins
     }
 
     /// Asks the loop for a pass (`POST /api/v1/reconcile`) and notes the request in the status.

@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use vztmpld_core::backoff::{Backoff, Jitter, Spread};
 
 use super::error::{Cause, PveError, explain_status};
-use super::tls::{Pins, SeenFingerprint, client_config};
+use super::pins::{PinBook, Pins};
+use super::tls::{SeenFingerprint, client_config};
 use super::transport::{Answer, Failure, Transport};
 use super::types::{
     Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, NodeListItem, Permissions, StorageVolume,
@@ -122,8 +123,14 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Builds a client for one cluster.
+    /// Builds a client for one cluster (a pinned one learns its nodes' fingerprints afresh).
     pub fn new(cfg: Connection, options: ClientOptions) -> Result<Self, PveError> {
+        Self::with_pins(cfg, options, &PinBook::default())
+    }
+
+    /// Builds a client for one cluster; a pinned one takes the node fingerprints `book` learned under the same
+    /// anchors, and learns into it.
+    pub fn with_pins(cfg: Connection, options: ClientOptions, book: &PinBook) -> Result<Self, PveError> {
         let seen = SeenFingerprint::default();
         let tls_error = |detail: String| PveError::Tls {
             cluster: cfg.cluster.clone(),
@@ -131,8 +138,11 @@ impl Client {
             detail,
             cause: None,
         };
-        let pins = Pins::default();
-        let tls = client_config(&cfg.trust, Arc::clone(&seen), &pins).map_err(tls_error)?;
+        let pins = match &cfg.trust {
+            Trust::Pinned(anchors) => Some(book.pins_for(&cfg.cluster, anchors)),
+            Trust::Ca { .. } | Trust::Insecure => None,
+        };
+        let tls = client_config(&cfg.trust, Arc::clone(&seen), &pins.clone().unwrap_or_default()).map_err(tls_error)?;
         let transport = Transport::new(&cfg.endpoints, Arc::new(tls), options.connect_timeout)
             .map_err(|e| tls_error(format!("cannot set up the endpoint: {e}")))?;
         let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={}={}", cfg.token_id, cfg.secret))
@@ -143,7 +153,7 @@ impl Client {
         auth.set_sensitive(true);
         Ok(Self {
             observer: std::sync::OnceLock::new(),
-            pins: matches!(cfg.trust, Trust::Pinned(_)).then_some(pins),
+            pins,
             cluster: cfg.cluster,
             endpoints: cfg.endpoints,
             transport,
@@ -383,10 +393,18 @@ impl Client {
             *last = Some(std::time::Instant::now());
         }
         let nodes: Vec<NodeListItem> = self.call(Method::GET, "/nodes", &[], &[]).await?.data;
-        let learned: Vec<[u8; 32]> =
-            nodes.iter().filter_map(|n| crate::names::parse_fingerprint(n.ssl_fingerprint.as_deref()?)).collect();
+        let reported: Vec<(String, [u8; 32])> = nodes
+            .iter()
+            .filter_map(|n| Some((n.node.clone(), crate::names::parse_fingerprint(n.ssl_fingerprint.as_deref()?)?)))
+            .collect();
+        // The endpoint that answered (the call moves the preference to it).
+        let via = self.endpoints.get(self.preferred.load(std::sync::atomic::Ordering::Relaxed)).map(|u| u.as_str());
         let mut set = pins.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(learned.into_iter().filter(|fp| set.insert(*fp)).count())
+        let learned = set.learn(&reported, via.unwrap_or_default(), crate::time::Timestamp::now());
+        if learned > 0 {
+            tracing::debug!(cluster = %self.cluster, learned, "learned node certificate fingerprints");
+        }
+        Ok(learned)
     }
 
     /// Whether the client has more than one endpoint to fail over to.

@@ -6,6 +6,7 @@ pub mod client;
 mod connection;
 pub mod error;
 pub mod exit;
+pub mod pins;
 pub mod tls;
 mod transport;
 pub mod types;
@@ -14,3 +15,4 @@ pub use client::{AnswerObserver, ApiAnswer, Client, ClientOptions, encode_segmen
 pub use connection::{Connection, Trust};
 pub use error::{Cause, PveError};
 pub use exit::{TaskExit, TaskFailure, TaskFailureKind};
+pub use pins::{PinBook, Pins, SavedPins};

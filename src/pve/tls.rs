@@ -1,8 +1,7 @@
 //! TLS for the Proxmox client: pin the leaf certificate's SHA-256, trust a CA file, or (only when asked)
 //! accept anything. Handshake signatures are always verified.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -12,12 +11,10 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use super::Trust;
+use super::pins::Pins;
 
 /// What the pinning verifier last saw, for an error message that shows the presented fingerprint.
 pub type SeenFingerprint = Arc<Mutex<Option<String>>>;
-
-/// The leaf fingerprints accepted: the configured pins, and those learned from `GET /nodes`.
-pub type Pins = Arc<RwLock<HashSet<[u8; 32]>>>;
 
 /// Formats 32 bytes as `AA:BB:...`.
 pub fn format_fingerprint(bytes: &[u8]) -> String {
@@ -34,7 +31,8 @@ pub fn root_store(pem: &[u8], path: &std::path::Path) -> Result<rustls::RootCert
     Ok(roots)
 }
 
-/// Builds the rustls configuration for a trust mode; for pinned modes, `pins` is the live set the verifier checks.
+/// Builds the rustls configuration for a trust mode; for pinned modes, `pins` is the live set the verifier checks
+/// (its anchors are the configured fingerprints).
 pub fn client_config(mode: &Trust, seen: SeenFingerprint, pins: &Pins) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::clone(provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -42,10 +40,7 @@ pub fn client_config(mode: &Trust, seen: SeenFingerprint, pins: &Pins) -> Result
         .map_err(|e| e.to_string())?;
     let mut config = match mode {
         Trust::Ca { path, pem } => builder.with_root_certificates(root_store(pem, path)?).with_no_client_auth(),
-        Trust::Pinned(configured) => {
-            if let Ok(mut set) = pins.write() {
-                set.extend(configured.iter().copied());
-            }
+        Trust::Pinned(_) => {
             let pins = Some(Arc::clone(pins));
             builder
                 .dangerous()
@@ -103,7 +98,7 @@ impl ServerCertVerifier for Verifier {
         }
         let accepted = match &self.pins {
             None => true,
-            Some(pins) => pins.read().is_ok_and(|set| set.contains(&digest)),
+            Some(pins) => pins.read().is_ok_and(|set| set.accepts(&digest)),
         };
         if accepted {
             Ok(ServerCertVerified::assertion())

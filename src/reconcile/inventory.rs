@@ -11,6 +11,9 @@ use std::time::SystemTime;
 use super::observation::ClusterObservation;
 use crate::template::{TemplateName, TemplateSpec, compare_recency};
 
+mod saved;
+pub use saved::SavedInventory;
+
 /// A template file on a storage, as kept between passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vol {
@@ -65,6 +68,9 @@ pub struct Found {
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     clusters: HashMap<Box<str>, ClusterInventory>,
+    /// Moves whenever what is kept changes (not when only observation times move): the state directory is
+    /// written when it moved.
+    changes: u64,
 }
 
 impl Inventory {
@@ -87,9 +93,11 @@ impl Inventory {
             })
             .collect();
         let mut seen: HashMap<Box<str>, NodeInventory> = HashMap::with_capacity(obs.nodes.len());
+        let mut changed = false;
         for n in &obs.nodes {
             let previous = cluster.nodes.remove(n.name.as_str());
             if n.error.is_some() || !n.online {
+                changed |= previous.as_ref().is_none_or(|p| p.online != n.online);
                 // Known but not listed: its files as last seen (none yet), so a question about it is answered
                 // with its state (offline, blocked) rather than "no such node".
                 let mut p = previous.unwrap_or_else(|| NodeInventory {
@@ -117,9 +125,17 @@ impl Inventory {
                 }
             }
             let node = NodeInventory { arch: n.arch.as_str().into(), online: true, observed_at: at, shelves };
+            changed |= previous.is_none_or(|p| !p.same_content(&node));
             seen.insert(n.name.as_str().into(), node);
         }
+        changed |= !cluster.nodes.is_empty();
         cluster.nodes = seen;
+        self.changes += u64::from(changed);
+    }
+
+    /// A counter that moves whenever what is kept changes.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// A pass that found a cluster as it was (its steady key unchanged, its listings left undecoded): the nodes
@@ -136,7 +152,9 @@ impl Inventory {
 
     /// Forgets clusters no longer configured.
     pub fn retain(&mut self, configured: &[String]) {
+        let before = self.clusters.len();
         self.clusters.retain(|name, _| configured.iter().any(|c| **c == **name));
+        self.changes += u64::from(self.clusters.len() != before);
     }
 
     /// A cluster's nodes.
@@ -175,6 +193,7 @@ impl Inventory {
                     }
                 };
                 n.observed_at = at;
+                self.changes += 1;
             }
         }
     }
@@ -183,6 +202,7 @@ impl Inventory {
     pub fn relisted(&mut self, cluster: &str, node: &str, storage: &str, volumes: Arc<[Vol]>, at: SystemTime) {
         let Some(n) = self.clusters.get_mut(cluster).and_then(|c| c.nodes.get_mut(node)) else { return };
         if let Some(shelf) = n.shelves.iter_mut().find(|s| *s.storage == *storage) {
+            self.changes += u64::from(!Arc::ptr_eq(&shelf.volumes, &volumes) && shelf.volumes != volumes);
             shelf.volumes = volumes;
             n.observed_at = at;
         }
@@ -190,6 +210,18 @@ impl Inventory {
 }
 
 impl NodeInventory {
+    /// The same files, storages, architecture and reachability (observation times aside).
+    fn same_content(&self, other: &Self) -> bool {
+        self.arch == other.arch
+            && self.online == other.online
+            && self.shelves.len() == other.shelves.len()
+            && self.shelves.iter().zip(&other.shelves).all(|(a, b)| {
+                a.storage == b.storage
+                    && a.shared == b.shared
+                    && (Arc::ptr_eq(&a.volumes, &b.volumes) || a.volumes == b.volumes)
+            })
+    }
+
     /// The newest file on this node that satisfies `spec` (matching as configured specs do: exact file name,
     /// or a pattern for the node's architecture); on a tie, the first storage by id.
     pub fn find(&self, spec: &TemplateSpec) -> Option<Found> {

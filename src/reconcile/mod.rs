@@ -95,13 +95,19 @@ pub fn connection(c: &ClusterConfig) -> pve::Connection {
 }
 
 impl Fleet {
-    /// Builds one client per configured cluster.
+    /// Builds one client per configured cluster (pinned ones learn their nodes' fingerprints afresh).
     pub fn new(config: Config, options: ClientOptions) -> Result<Self, PveError> {
+        Self::with_pins(config, options, &pve::PinBook::default())
+    }
+
+    /// Builds one client per configured cluster; a pinned cluster keeps the node fingerprints `book` learned
+    /// under the same anchors (across a reload, or restored from the state directory), and learns into it.
+    pub fn with_pins(config: Config, options: ClientOptions, book: &pve::PinBook) -> Result<Self, PveError> {
         let clusters = config
             .clusters
             .iter()
             .map(|c| {
-                let client = Arc::new(Client::new(connection(c), options)?);
+                let client = Arc::new(Client::with_pins(connection(c), options, book)?);
                 Ok(Cluster { config: c.clone(), client, plans: Arc::default() })
             })
             .collect::<Result<Vec<_>, PveError>>()?;

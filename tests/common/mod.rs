@@ -144,6 +144,11 @@ impl Drop for Daemon {
 impl Daemon {
     /// Starts the daemon on a config file; its status server answers when this returns.
     pub async fn start(config: &std::path::Path) -> Self {
+        Self::start_with(config, None).await
+    }
+
+    /// [`Daemon::start`] with a state directory (`--state-dir`).
+    pub async fn start_with(config: &std::path::Path, state_dir: Option<&std::path::Path>) -> Self {
         let logs = LogBuffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(logs.clone())
@@ -152,7 +157,8 @@ impl Daemon {
             .finish();
         let log_guard = tracing::subscriber::set_default(subscriber);
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let source = ConfigSource::file(config, fast_options());
+        let choice = vztmpld::daemon::StateDirChoice { flag: state_dir.map(Into::into), environment: None };
+        let source = ConfigSource::file(config, fast_options()).with_state_dir(choice);
         let daemon = vztmpld::daemon::Daemon::new(source).expect("the configuration loads");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

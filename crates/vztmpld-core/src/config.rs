@@ -26,6 +26,8 @@ pub struct Config {
     pub downloads: DownloadSettings,
     /// `ha`: leader election on etcd; without it the daemon runs alone.
     pub ha: Option<HaConfig>,
+    /// `state_dir`: where the daemon keeps what it learned (learned pins, verify ledger, last inventory).
+    pub state_dir: Option<PathBuf>,
     /// Non-fatal findings (e.g. a secret file readable by others), for the caller to log.
     pub warnings: Vec<String>,
 }

@@ -96,6 +96,9 @@ pub enum ConditionType {
     /// The daemon only: the configuration file can be read (False: deleted, a directory, too large; the
     /// configuration in force stays).
     ConfigReadable,
+    /// The daemon with a state directory only: what it learned is being saved there (False: the directory is
+    /// read-only, full or gone; the daemon keeps running, only persistence is lost).
+    StatePersisted,
 }
 
 /// `True` or `False`.
@@ -272,6 +275,21 @@ impl Status {
         let stamp = Timestamp::from(now);
         let message = String::new();
         set_condition(&mut self.conditions, ConditionType::ConfigReadable, true, "Readable", message, stamp);
+    }
+
+    /// Whether the last save to the state directory failed.
+    pub fn state_failing(&self) -> bool {
+        self.conditions.iter().any(|c| c.kind == ConditionType::StatePersisted && c.status == ConditionStatus::False)
+    }
+
+    /// A save to the state directory went through (`Ok`) or failed (the error names the file and what to do).
+    pub fn state_saved(&mut self, result: Result<(), String>, now: SystemTime) {
+        let stamp = Timestamp::from(now);
+        let (on, reason, message) = match result {
+            Ok(()) => (true, "Saved", String::new()),
+            Err(e) => (false, "WriteFailed", e),
+        };
+        set_condition(&mut self.conditions, ConditionType::StatePersisted, on, reason, message, stamp);
     }
 
     /// An edit was rejected; the running configuration stays.

@@ -46,6 +46,7 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
         server_token: None,
         downloads: DownloadSettings::default(),
         ha: None,
+        state_dir: None,
         warnings: vec![],
     }
 }
