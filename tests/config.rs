@@ -433,3 +433,42 @@ fn mirrors_and_prune_are_validated_where_they_are() {
     let c = parse(&replace("    policy: latest\n", "    policy: latest\n    prune: {keep: 3}\n")).unwrap();
     assert_eq!(c.templates[1].prune, Some(3));
 }
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_yaml() {
+    let text = format!("\u{feff}{}", good());
+    assert!(parse(&text).is_ok(), "{:?}", parse(&text).err().map(|e| e.to_string()));
+}
+
+/// Deep nesting is refused before the YAML parser sees it, in time linear in the file (the parser's time grew
+/// faster than the file: 2 MB of `[` took over two minutes). The check's time is measured by the hostile-inputs
+/// script; here, a 2 MB file answers with the place.
+#[test]
+fn nesting_no_configuration_needs_is_refused_with_its_place() {
+    let flow = format!("{}templates: {}\n", good(), "[".repeat(2_000_000));
+    let p = problem(&flow);
+    assert!(p.contains("nested more than 32 brackets deep"), "{p}");
+    let line = good().lines().count() + 1;
+    assert!(p.starts_with(&format!("{line}:{}:", 11 + 33)), "names the line and column: {p}");
+    let dashes = format!("{}templates:\n  {}x\n", good(), "- ".repeat(100_000));
+    assert!(problem(&dashes).contains("100000 nested lists on one line"), "{}", problem(&dashes));
+}
+
+#[test]
+fn control_characters_from_the_file_are_escaped_in_errors() {
+    let text = format!("\"bad\\e[2J\\0\u{202e}key\": 1\n{}", good());
+    let all = parse(&text).map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+    assert!(!all.contains('\u{1b}') && !all.contains('\0') && !all.contains('\u{202e}'), "raw: {all:?}");
+    assert!(all.contains("bad\\u{1b}[2J\\u{0}\\u{202e}key"), "shown escaped: {all}");
+}
+
+#[test]
+fn a_status_server_beyond_loopback_needs_a_token_or_an_explicit_yes() {
+    let open = format!("{}server:\n  listen: 0.0.0.0:9811\n", good());
+    let p = problem(&open);
+    assert!(p.contains("server.listen: 0.0.0.0:9811 is beyond loopback and there is no server.token_file"), "{p}");
+    assert!(p.contains("server.allow_unauthenticated: true"), "says what to do: {p}");
+    let allowed = format!("{}server:\n  listen: 0.0.0.0:9811\n  allow_unauthenticated: true\n", good());
+    assert!(parse(&allowed).is_ok());
+    assert!(parse(&format!("{}server:\n  listen: 127.0.0.1:9811\n", good())).is_ok(), "loopback needs nothing");
+}

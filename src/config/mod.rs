@@ -12,6 +12,7 @@ mod model;
 mod oci_reference;
 mod positions;
 mod scope;
+mod text;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -52,7 +53,9 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        // Names and values from the file are data: never a terminal escape or a right-to-left override.
+        let message = text::escape_controls(&self.message);
+        write!(f, "{}:{}:{}: {message}", self.file.display(), self.line, self.column)
     }
 }
 
@@ -84,6 +87,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    // Editors on Windows start files with a byte-order mark; it is not part of the YAML.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Err(deep) = text::check_nesting(text) {
+        let problem = Problem { file: path.to_path_buf(), line: deep.line, column: deep.column, message: deep.message };
+        return Err(ConfigError::Invalid { problems: vec![problem] });
+    }
     let raw: model::RawConfig = match yaml_serde::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -206,7 +215,9 @@ impl Validator {
         };
         scope.repair = raw.repair.unwrap_or(false);
         let templates = self.templates(raw.templates, &scope);
-        let (listen, token_file) = raw.server.map_or((None, None), |s| (s.listen, s.token_file));
+        let (listen, token_file, open) =
+            raw.server.map_or((None, None, None), |s| (s.listen, s.token_file, s.allow_unauthenticated));
+        let server_allow_unauthenticated = open.unwrap_or(false);
         let server_listen = listen.and_then(|l| match l.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -214,8 +225,14 @@ impl Validator {
                 None
             }
         });
+        let has_token_file = token_file.is_some();
         let server_token =
             token_file.and_then(|f| self.secret_file("server.token_file", &base_dir.join(f), &mut warnings));
+        if let Some(addr) = server_listen.filter(|a| !a.ip().is_loopback()) {
+            if !has_token_file && !server_allow_unauthenticated {
+                self.problem("server.listen", format!("server.listen: {addr} is beyond loopback and there is no server.token_file: anyone who reaches it could read the status and start passes. Set server.token_file, listen on 127.0.0.1, or say server.allow_unauthenticated: true"));
+            }
+        }
         let ha = raw.ha.and_then(|h| self.ha(h, base_dir, &mut warnings));
         let downloads = self.downloads(raw.downloads.unwrap_or_default());
         // Relative to the configuration file, like every other path in it.
@@ -227,6 +244,7 @@ impl Validator {
             templates,
             server_listen,
             server_token,
+            server_allow_unauthenticated,
             downloads,
             ha,
             state_dir,

@@ -78,6 +78,7 @@ pub(super) struct RawPrune {
 pub(super) struct RawServer {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub allow_unauthenticated: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

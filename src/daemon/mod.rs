@@ -71,6 +71,11 @@ pub enum DaemonError {
     Client(#[from] crate::pve::PveError),
     #[error("ha: {0} (check ha.etcd in the configuration)")]
     Ha(#[from] crate::ha::EtcdError),
+    /// The status server would answer beyond loopback without a token, and the configuration did not ask for it.
+    #[error(
+        "the status server would listen on {addr}, beyond loopback, without server.token_file: anyone who reaches it could read the status and start passes. Set server.token_file, listen on 127.0.0.1 (--listen), or say server.allow_unauthenticated: true"
+    )]
+    Unprotected { addr: SocketAddr },
 }
 
 /// A daemon whose first configuration is loaded and valid, ready to [`run`](Daemon::run).
@@ -133,6 +138,10 @@ impl Daemon {
         let bound = listener
             .local_addr()
             .map_err(|source| DaemonError::Listen { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+        let config = self.config();
+        if !bound.ip().is_loopback() && config.server_token.is_none() && !config.server_allow_unauthenticated {
+            return Err(DaemonError::Unprotected { addr: bound });
+        }
         // With `ha`, passes run only while this daemon leads, and every download start asks the lease first.
         let ha_config = self.config().ha.clone();
         let (mut ha, mut ha_seen) = self.join_election(ha_config.as_ref(), bound)?;
@@ -242,7 +251,7 @@ impl Daemon {
     ) -> (JoinHandle<()>, tokio_util::sync::CancellationToken) {
         let access = server::Access { loopback: bound.ip().is_loopback(), token: self.config().server_token.clone() };
         if !access.loopback && access.token.is_none() {
-            tracing::warn!(listen = %bound, "the status server listens beyond loopback without a token: anyone who reaches {bound} can read the status and start passes; set server.token_file");
+            tracing::warn!(listen = %bound, "the status server listens beyond loopback without a token, as server.allow_unauthenticated asks: anyone who reaches {bound} can read the status and start passes");
         }
         let stop = tokio_util::sync::CancellationToken::new();
         let app = server::router(Arc::clone(&self.shared), access);

@@ -242,8 +242,9 @@ impl Client {
                     }
                     // Never delivered: the next endpoint may answer.
                     Err(e @ PveError::Connect { .. }) => last = Some(e),
-                    // A POST that timed out may have started a task: do not send it again.
-                    Err(e @ PveError::Timeout { .. }) if *method != Method::GET => return Err(e),
+                    // A POST that timed out or was cut off after it was sent may have started a task: never send
+                    // it again (to this endpoint or another); the caller looks for what it did.
+                    Err(e) if e.may_have_been_carried_out() => return Err(e),
                     Err(e) if e.is_retryable() => {
                         last = Some(e);
                         break;
@@ -340,6 +341,15 @@ impl Client {
         let endpoint_s = endpoint.origin().ascii_serialization();
         let e: &(dyn std::error::Error + 'static) = match &failure {
             Failure::Connect(e) => &**e,
+            // The request went out (or may have): only a GET is safe to send again.
+            Failure::Exchange(e) if method != Method::GET => {
+                return PveError::Interrupted {
+                    cluster: self.cluster.clone(),
+                    request: format!("{method} {path}"),
+                    detail: format!("{}: {}", endpoint.origin().ascii_serialization(), root_cause(e)),
+                    cause: Some(kept(failure)),
+                };
+            }
             Failure::Exchange(e) => e,
             Failure::TooLarge => {
                 let detail = format!("answer larger than {} bytes", self.options.max_body);

@@ -19,6 +19,19 @@ pub enum PveError {
     /// The client could not be built from the configuration (a secret with characters no header may hold).
     #[error("cluster {cluster}: {detail}")]
     Setup { cluster: String, detail: String },
+    /// The connection broke after a request that changes something was sent: it may have been carried out.
+    #[error(
+        "cluster {cluster}: {request}: the connection broke after the request was sent ({detail}); it may have been carried out, so it is not sent again"
+    )]
+    Interrupted {
+        cluster: String,
+        /// `METHOD path`.
+        request: String,
+        /// The endpoint and what broke.
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The server did not answer in time.
     #[error("cluster {cluster}: {method} {path}: no answer within {seconds}s")]
     Timeout { cluster: String, method: String, path: String, seconds: u64 },
@@ -41,11 +54,21 @@ pub enum PveError {
 }
 
 impl PveError {
+    /// A request that changes something (a POST, a DELETE) may have been carried out although no answer came:
+    /// it was cut off after it was sent, or timed out. Whoever sent it looks before sending it again.
+    pub fn may_have_been_carried_out(&self) -> bool {
+        match self {
+            PveError::Interrupted { .. } => true,
+            PveError::Timeout { method, .. } => method != "GET",
+            _ => false,
+        }
+    }
+
     /// Whether retrying later can help: network trouble, timeouts, 5xx proxies and unreachable nodes — not a
     /// handler's 500, a permission error or a bad request.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PveError::Connect { .. } | PveError::Timeout { .. } => true,
+            PveError::Connect { .. } | PveError::Timeout { .. } | PveError::Interrupted { .. } => true,
             PveError::Api { status, .. } => matches!(status, 502 | 503 | 504 | 595 | 596),
             PveError::Tls { .. } | PveError::Decode { .. } | PveError::Setup { .. } => false,
         }
@@ -65,6 +88,7 @@ impl PveError {
         match self {
             PveError::Connect { .. } => "connect",
             PveError::Timeout { .. } => "timeout",
+            PveError::Interrupted { .. } => "interrupted",
             PveError::Tls { .. } => "tls",
             PveError::Setup { .. } => "setup",
             PveError::Decode { .. } => "decode",

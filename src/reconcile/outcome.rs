@@ -85,6 +85,13 @@ pub enum Failure {
     /// The plan could not allow it (a deletion without the privilege it needs).
     #[error("{0}")]
     Blocked(BlockReason),
+    /// A start request got no answer (cut off, or timed out) and may have started a task, yet no such task runs
+    /// and the file is not there: it is not sent again blindly; the next pass looks again.
+    #[error("{request}; no download of it is running and the file is not there yet, so the next pass looks again")]
+    Unconfirmed {
+        #[source]
+        request: PveError,
+    },
     /// The plan names a cluster the fleet it was applied with does not have.
     #[error("cluster {cluster} is not in the configuration this plan was applied with")]
     UnknownCluster { cluster: String },
@@ -97,7 +104,7 @@ impl Failure {
             Failure::Api(e) | Failure::LostTrack { source: e, .. } => e.is_retryable(),
             Failure::Task { failure, .. } => failure.retryable(),
             Failure::Deadline { .. } | Failure::NotListed { .. } | Failure::Fenced(_) => true,
-            Failure::AwaitedDownloadFailed => true,
+            Failure::AwaitedDownloadFailed | Failure::Unconfirmed { .. } => true,
             Failure::Blocked(reason) => reason.retryable(),
             Failure::UnknownCluster { .. } => false,
         }
@@ -112,6 +119,7 @@ impl Failure {
             Failure::NotListed { .. } => "not_listed",
             Failure::Fenced(_) => "fenced",
             Failure::AwaitedDownloadFailed => "awaited_download_failed",
+            Failure::Unconfirmed { .. } => "unconfirmed",
             Failure::Blocked(reason) => reason.metric_label(),
             Failure::UnknownCluster { .. } => "unknown_cluster",
         }

@@ -98,7 +98,22 @@ async fn adopt_or_start(client: &Client, d: &Download, gate: &StartGate) -> Resu
         tracing::info!(reason = %fenced, "download not started");
         return Err(fenced.into());
     }
-    Ok(Some((start(client, d).await?, false)))
+    match start(client, d).await {
+        Ok(upid) => Ok(Some((upid, false))),
+        Err(Failure::Api(request)) if request.may_have_been_carried_out() => {
+            // No answer, but the request may have arrived: Proxmox lists a task as soon as it starts it. Adopt
+            // that task, or take the file a fast one already brought; never send the request again blindly.
+            tracing::warn!(error = %request, "the download request got no answer; looking for the task it may have started");
+            if let Some(task) = running(client, d).await? {
+                return Ok(Some((task.upid, true)));
+            }
+            if client.templates_on(&d.node, &d.storage).await?.iter().any(|v| v.volid == d.volid()) {
+                return Ok(None);
+            }
+            Err(Failure::Unconfirmed { request })
+        }
+        Err(failure) => Err(failure),
+    }
 }
 
 /// The task running on `d`'s node that downloads `d`'s file, if any.

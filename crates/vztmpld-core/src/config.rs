@@ -23,6 +23,8 @@ pub struct Config {
     pub server_listen: Option<SocketAddr>,
     /// `server.token_file`: the bearer token the status server requires (all but `/healthz` and `/readyz`).
     pub server_token: Option<Secret>,
+    /// `server.allow_unauthenticated`: serve beyond loopback without a token, on purpose.
+    pub server_allow_unauthenticated: bool,
     pub downloads: DownloadSettings,
     /// `ha`: leader election on etcd; without it the daemon runs alone.
     pub ha: Option<HaConfig>,

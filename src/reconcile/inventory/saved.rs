@@ -56,7 +56,10 @@ impl Inventory {
             let mut out = SavedCluster::default();
             // By the listing's address: a listing shared in memory is written once.
             let mut index: HashMap<*const [Vol], usize> = HashMap::new();
-            for (node, n) in &cluster.nodes {
+            // In name order: the same inventory always gives the same file.
+            let mut nodes: Vec<_> = cluster.nodes.iter().collect();
+            nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (node, n) in nodes {
                 let shelves = n
                     .shelves
                     .iter()

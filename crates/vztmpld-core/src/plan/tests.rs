@@ -44,6 +44,7 @@ fn config(storage: StorageSelector, templates: &[&str]) -> Config {
             .collect(),
         server_listen: None,
         server_token: None,
+        server_allow_unauthenticated: false,
         downloads: DownloadSettings::default(),
         ha: None,
         state_dir: None,
