@@ -209,4 +209,10 @@ async fn a_restarted_daemon_answers_resolve_from_the_saved_inventory_before_its_
     let found = found.expect("the saved inventory answers");
     assert!(found.volid.contains("alpine-3.22"), "{found:?}");
     assert!(found.observed_at <= std::time::SystemTime::now());
+    assert!(daemon.shared().read(|s| s.ready), "ready at once: /readyz need not wait for the first pass");
+
+    // Without the state directory, ready waits for the first pass.
+    let source = vztmpld::daemon::ConfigSource::file(&cfg, common::fast_options());
+    let fresh = vztmpld::daemon::Daemon::new(source).unwrap();
+    assert!(!fresh.shared().read(|s| s.ready));
 }

@@ -16,6 +16,7 @@
 pub mod control;
 pub mod fencing;
 pub mod ledger;
+pub mod listener;
 pub mod metrics;
 mod pass;
 mod persist;
@@ -255,10 +256,7 @@ impl Daemon {
         }
         let stop = tokio_util::sync::CancellationToken::new();
         let app = server::router(Arc::clone(&self.shared), access);
-        let cancelled = stop.clone().cancelled_owned();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(cancelled).await;
-        });
+        let server = tokio::spawn(listener::serve(listener, app, stop.clone()));
         (server, stop)
     }
 

@@ -108,9 +108,17 @@ impl Persistence {
         if let Some(saved) = self.load::<SavedInventory>(state::INVENTORY) {
             let mut restored = Ok(());
             shared.catalog().update(|inv| restored = inv.restore(saved, configured));
-            if let Err(detail) = restored {
-                let file = self.dir.as_ref().map(|d| d.file(state::INVENTORY)).unwrap_or_default();
-                tracing::warn!(file = %file.display(), %detail, "the saved inventory is not usable; the first pass observes afresh");
+            match restored {
+                Ok(()) => {
+                    let all = shared.catalog().read(|inv| configured.iter().all(|c| inv.cluster(c).is_some()));
+                    if all {
+                        shared.update(|s| s.ready_from_saved_inventory());
+                    }
+                }
+                Err(detail) => {
+                    let file = self.dir.as_ref().map(|d| d.file(state::INVENTORY)).unwrap_or_default();
+                    tracing::warn!(file = %file.display(), %detail, "the saved inventory is not usable; the first pass observes afresh");
+                }
             }
         }
         // What was just read is what is on disk.

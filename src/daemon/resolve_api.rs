@@ -31,11 +31,25 @@ pub struct Catalog {
     /// Shared, not cloned, per request: a fleet's configuration is large.
     fleet: RwLock<Option<Arc<Fleet>>>,
     changed: watch::Sender<u64>,
+    /// Per known node, the last `fresh=1` listing: one in flight at a time, shared by every request it serves.
+    relists: std::sync::Mutex<std::collections::HashMap<(String, String), Relist>>,
 }
+
+/// A node's `fresh=1` listing: when the last one started, and how it ended.
+type Relist = Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>>;
+
+/// A `fresh=1` listing that started this long before a request still counts as fresh for it: a burst of requests
+/// for one node costs at most two listings a second, however many there are.
+pub const FRESH_REUSE: Duration = Duration::from_secs(1);
 
 impl Default for Catalog {
     fn default() -> Self {
-        Self { inventory: RwLock::default(), fleet: RwLock::default(), changed: watch::Sender::new(0) }
+        Self {
+            inventory: RwLock::default(),
+            fleet: RwLock::default(),
+            changed: watch::Sender::new(0),
+            relists: std::sync::Mutex::default(),
+        }
     }
 }
 
@@ -54,6 +68,8 @@ impl Catalog {
     /// The configuration and clients in force.
     pub fn set_fleet(&self, fleet: Fleet) {
         *self.fleet.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(fleet));
+        // Nodes may have gone with the old configuration.
+        self.relists.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     fn fleet(&self) -> Option<Arc<Fleet>> {
@@ -141,7 +157,7 @@ pub(super) async fn resolve(State(shared): State<Arc<Shared>>, Query(q): Query<R
         },
     };
     if matches!(q.fresh.as_deref(), Some("1" | "true" | "yes")) {
-        if let Err(e) = relist(&shared, &cluster, &q.node).await {
+        if let Err(e) = relist_coalesced(&shared, &cluster, &q.node).await {
             return problem(StatusCode::BAD_GATEWAY, e);
         }
     }
@@ -260,6 +276,31 @@ fn describe(r: &mut Resolution, t: &TemplateStatus) {
         }
         TemplateState::Missing | TemplateState::Cached => {}
     }
+}
+
+/// [`relist`], coalesced per node: a request waits for the listing in flight, and takes the last one when it
+/// started at most [`FRESH_REUSE`] before the request came. Only nodes the inventory knows get an entry (the
+/// table does not grow with the names requests make up; an unknown node has no storages to list anyway).
+async fn relist_coalesced(shared: &Shared, cluster: &str, node: &str) -> Result<(), String> {
+    let requested = tokio::time::Instant::now();
+    let known = shared.catalog().read(|inv| inv.cluster(cluster).is_some_and(|c| c.nodes.contains_key(node)));
+    if !known {
+        return relist(shared, cluster, node).await;
+    }
+    let cell = {
+        let mut relists = shared.catalog().relists.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(relists.entry((cluster.to_string(), node.to_string())).or_default())
+    };
+    let mut last = cell.lock().await;
+    if let Some((started, result)) = &*last {
+        if *started + FRESH_REUSE >= requested {
+            return result.clone();
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let result = relist(shared, cluster, node).await;
+    *last = Some((started, result.clone()));
+    result
 }
 
 /// Re-lists the storages the node sees (one call per storage, usually `local` and one shared).

@@ -99,7 +99,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        unavailable("not ready: no reconcile pass has finished yet\n".into())
+        unavailable(
+            "not ready: no reconcile pass has finished yet, and no saved inventory covers every cluster\n".into(),
+        )
     }
 }
 

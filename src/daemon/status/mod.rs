@@ -277,6 +277,12 @@ impl Status {
         set_condition(&mut self.conditions, ConditionType::ConfigReadable, true, "Readable", message, stamp);
     }
 
+    /// The inventory saved in the state directory covers every configured cluster: the daemon can answer the
+    /// resolve API before its first pass, so it is ready (each answer carries when it was observed).
+    pub fn ready_from_saved_inventory(&mut self) {
+        self.ready = true;
+    }
+
     /// Whether the last save to the state directory failed.
     pub fn state_failing(&self) -> bool {
         self.conditions.iter().any(|c| c.kind == ConditionType::StatePersisted && c.status == ConditionStatus::False)
