@@ -417,6 +417,32 @@ impl Client {
         Ok(learned)
     }
 
+    /// One `GET /version` to each endpoint in turn, without retries, within `within` overall: whether the API
+    /// answers at all (the probe of a cluster that stalled).
+    pub async fn probe(&self, within: Duration) -> Result<(), PveError> {
+        let probing = async {
+            let mut last = None;
+            for idx in 0..self.endpoints.len() {
+                match self.send(idx, &Method::GET, "/version", &[], &[]).await {
+                    Ok(_) => {
+                        self.preferred.store(idx, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| self.connect_error("", "no endpoint configured")))
+        };
+        tokio::time::timeout(within, probing).await.unwrap_or_else(|_| {
+            Err(PveError::Timeout {
+                cluster: self.cluster.clone(),
+                method: "GET".into(),
+                path: "/version".into(),
+                seconds: within.as_secs(),
+            })
+        })
+    }
+
     /// Whether the client has more than one endpoint to fail over to.
     pub fn has_failover(&self) -> bool {
         self.endpoints.len() > 1
