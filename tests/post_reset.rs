@@ -46,37 +46,51 @@ async fn resetting_proxy(sim: &TestSim) -> (String, String, Arc<AtomicUsize>) {
                 let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else { return };
                 let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
                 let Ok(mut up) = connector.connect(name, tcp).await else { return };
-                // One request at a time (the client writes each in one go and waits for its answer).
-                let mut buf = vec![0u8; 64 * 1024];
+                // One request at a time, each read whole (headers and Content-Length body) on both sides.
+                let mut from_client = Vec::new();
+                let mut from_server = Vec::new();
                 loop {
-                    let Ok(n) = down.read(&mut buf).await else { return };
-                    if n == 0 || up.write_all(&buf[..n]).await.is_err() {
+                    let Some(request) = read_message(&mut down, &mut from_client).await else { return };
+                    if up.write_all(&request).await.is_err() {
                         return;
                     }
-                    let post = buf[..n].starts_with(b"POST ");
-                    let mut answer = vec![0u8; 64 * 1024];
-                    let Ok(m) = up.read(&mut answer).await else { return };
-                    if post {
+                    let Some(answer) = read_message(&mut up, &mut from_server).await else { return };
+                    if request.starts_with(b"POST ") {
                         // Carried out; the answer is lost with the connection.
                         posts.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
-                    if m == 0 || down.write_all(&answer[..m]).await.is_err() {
+                    if down.write_all(&answer).await.is_err() {
                         return;
-                    }
-                    // The rest of a long answer, if any, as it comes (bounded by the read timeout).
-                    while let Ok(Ok(m)) =
-                        tokio::time::timeout(std::time::Duration::from_millis(30), up.read(&mut answer)).await
-                    {
-                        if m == 0 || down.write_all(&answer[..m]).await.is_err() {
-                            return;
-                        }
                     }
                 }
             });
         }
     });
     (format!("https://{addr}"), fingerprint, posts)
+}
+
+/// One HTTP/1.1 message (headers, then a `Content-Length` body) from `stream`, `pending` holding what was read
+/// past the previous one; `None` when the stream ends first.
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            let length: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            assert!(!head.contains("transfer-encoding: chunked"), "the proxy reads Content-Length bodies only");
+            let total = end + 4 + length;
+            if pending.len() >= total {
+                return Some(pending.drain(..total).collect());
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
 }
 
 #[tokio::test]
