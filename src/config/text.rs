@@ -14,7 +14,19 @@ pub(super) const MAX_INDENT: usize = 256;
 pub(super) struct TooDeep {
     pub(super) line: usize,
     pub(super) column: usize,
+    pub(super) what: Nesting,
     pub(super) message: String,
+}
+
+/// Which limit the text went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Nesting {
+    /// More than [`MAX_FLOW_DEPTH`] brackets open.
+    Brackets,
+    /// This many `- ` markers on one line.
+    Dashes(usize),
+    /// Indented this many columns.
+    Indent(usize),
 }
 
 /// Refuses nesting deeper than any configuration needs, in time linear in the text. Brackets inside quoted
@@ -25,18 +37,23 @@ pub(super) fn check_nesting(text: &str) -> Result<(), TooDeep> {
     // The last character outside quotes that was not a space: a quote opens a string only where a token starts.
     let mut before = '\n';
     for (index, line) in text.split('\n').enumerate() {
-        let at = |column: usize, message: String| TooDeep { line: index + 1, column, message };
+        let at = |column: usize, what: Nesting, message: String| TooDeep { line: index + 1, column, what, message };
         if quote.is_none() {
             let indent = line.len() - line.trim_start_matches(' ').len();
             if indent > MAX_INDENT {
                 return Err(at(
                     indent + 1,
+                    Nesting::Indent(indent),
                     format!("indented {indent} columns deep; a vztmpld configuration never nests that deep"),
                 ));
             }
             let dashes = line.trim_start().split_inclusive(' ').take_while(|t| t.trim_end() == "-").count();
             if dashes > MAX_DASHES {
-                return Err(at(indent + 1, format!("{dashes} nested lists on one line; at most {MAX_DASHES}")));
+                return Err(at(
+                    indent + 1,
+                    Nesting::Dashes(dashes),
+                    format!("{dashes} nested lists on one line; at most {MAX_DASHES}"),
+                ));
             }
         }
         let mut chars = line.char_indices().peekable();
@@ -57,13 +74,14 @@ pub(super) fn check_nesting(text: &str) -> Result<(), TooDeep> {
                 Some(_) => {}
                 None => match c {
                     '#' if before == '\n' || line[..byte].ends_with([' ', '\t']) => break,
-                    '"' | '\'' if "\n:,[{-?".contains(before) => quote = Some(c),
+                    '"' | '\'' if matches!(before, '\n' | ':' | ',' | '[' | '{' | '-' | '?') => quote = Some(c),
                     '[' | '{' => {
                         depth += 1;
                         if depth > MAX_FLOW_DEPTH {
                             let column = line[..byte].chars().count() + 1;
                             return Err(at(
                                 column,
+                                Nesting::Brackets,
                                 format!(
                                     "nested more than {MAX_FLOW_DEPTH} brackets deep; a vztmpld configuration never nests that deep"
                                 ),
@@ -121,12 +139,13 @@ mod tests {
         let deep = format!("templates: {}\n", "[".repeat(1_000_000));
         let err = check_nesting(&deep).unwrap_err();
         assert_eq!((err.line, err.column), (1, 11 + MAX_FLOW_DEPTH + 1), "{err:?}");
-        assert!(err.message.contains("more than 32 brackets"), "{err:?}");
+        assert_eq!(err.what, Nesting::Brackets, "{err:?}");
 
         let dashes = format!("templates:\n{}x\n", "- ".repeat(40));
-        assert!(check_nesting(&dashes).unwrap_err().message.contains("40 nested lists"));
+        assert_eq!(check_nesting(&dashes).unwrap_err().what, Nesting::Dashes(40));
         let indented = format!("a:\n{}b: 1\n", " ".repeat(300));
-        assert_eq!(check_nesting(&indented).unwrap_err().line, 2);
+        let err = check_nesting(&indented).unwrap_err();
+        assert_eq!((err.line, err.what), (2, Nesting::Indent(300)));
         let hidden = format!("a: [x, 'y', {}]\n", "[".repeat(40));
         assert!(check_nesting(&hidden).is_err(), "a closed string hides nothing after it");
     }

@@ -15,15 +15,17 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use vztmpld_core::backoff::{Backoff, Jitter, Spread};
 
-use super::error::{Cause, PveError, explain_status};
+use super::error::{PveError, explain_status};
 use super::pins::{PinBook, Pins};
 use super::tls::{SeenFingerprint, client_config};
-use super::transport::{Answer, Failure, Transport};
+use super::transport::{Answer, Transport};
 use super::types::{
     Appliance, ClusterNode, ClusterStorage, Envelope, ErrorBody, NodeListItem, Permissions, StorageVolume,
     TaskListItem, TaskLogLine, TaskStatus,
 };
 use super::{Connection, Trust};
+
+mod failure;
 
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -256,15 +258,6 @@ impl Client {
         Err(last.unwrap_or_else(|| self.connect_error("", "no endpoint configured")))
     }
 
-    fn connect_error(&self, endpoint: &str, detail: &str) -> PveError {
-        PveError::Connect {
-            cluster: self.cluster.clone(),
-            endpoint: endpoint.to_string(),
-            detail: detail.to_string(),
-            cause: None,
-        }
-    }
-
     async fn send(
         &self,
         idx: usize,
@@ -322,72 +315,6 @@ impl Client {
             status,
             message,
         })
-    }
-
-    fn timeout(&self, method: &Method, path: &str) -> PveError {
-        PveError::Timeout {
-            cluster: self.cluster.clone(),
-            method: method.to_string(),
-            path: path.to_string(),
-            seconds: self.options.timeout.as_secs(),
-        }
-    }
-
-    fn decode_error(&self, method: &Method, path: &str, detail: String) -> PveError {
-        PveError::Decode { cluster: self.cluster.clone(), method: method.to_string(), path: path.to_string(), detail }
-    }
-
-    fn transport_error(&self, endpoint: &url::Url, method: &Method, path: &str, failure: Failure) -> PveError {
-        let endpoint_s = endpoint.origin().ascii_serialization();
-        let e: &(dyn std::error::Error + 'static) = match &failure {
-            Failure::Connect(e) => &**e,
-            // The request went out (or may have): only a GET is safe to send again.
-            Failure::Exchange(e) if method != Method::GET => {
-                return PveError::Interrupted {
-                    cluster: self.cluster.clone(),
-                    request: format!("{method} {path}"),
-                    detail: format!("{}: {}", endpoint.origin().ascii_serialization(), root_cause(e)),
-                    cause: Some(kept(failure)),
-                };
-            }
-            Failure::Exchange(e) => e,
-            Failure::TooLarge => {
-                let detail = format!("answer larger than {} bytes", self.options.max_body);
-                return self.decode_error(method, path, detail);
-            }
-            Failure::CutOff(e) => return self.decode_error(method, path, format!("answer cut off: {}", root_cause(e))),
-        };
-        let cause = root_cause(e);
-        let tls_failure = rustls_cause(e);
-        let bad_certificate = matches!(tls_failure, Some(rustls::Error::InvalidCertificate(_)));
-        if tls_failure.is_some() {
-            let detail = match (bad_certificate, self.pins.is_some()) {
-                (true, true) if self.endpoints.len() > 1 => {
-                    let seen = self.seen_fingerprint.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
-                    format!(
-                        "the server's certificate (SHA-256 {seen}) is not pinned. Each Proxmox node has its own certificate: list every node's in tls.fingerprints, or trust the cluster CA (tls.ca_file: a copy of /etc/pve/pve-root-ca.pem); vztmpld also learns the other nodes' certificates while a pinned node answers. If this node's certificate was renewed, copy the new fingerprint (node → System → Certificates)"
-                    )
-                }
-                (true, true) => {
-                    let seen = self.seen_fingerprint.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
-                    format!(
-                        "the server's certificate (SHA-256 {seen}) does not match tls.fingerprint; if the certificate was renewed, copy the new fingerprint from the Proxmox GUI (node → System → Certificates)"
-                    )
-                }
-                (true, false) => {
-                    format!("certificate not accepted ({cause}); check tls.ca_file, or pin tls.fingerprint instead")
-                }
-                (false, _) => cause.clone(),
-            };
-            let cause = Some(kept(failure));
-            return PveError::Tls { cluster: self.cluster.clone(), endpoint: endpoint_s, detail, cause };
-        }
-        PveError::Connect {
-            cluster: self.cluster.clone(),
-            endpoint: endpoint_s,
-            detail: cause,
-            cause: Some(kept(failure)),
-        }
     }
 
     /// Pinned modes: learns every node's certificate fingerprint from `GET /nodes` (`ssl_fingerprint`), over a
@@ -583,40 +510,6 @@ impl Client {
 /// The path of a storage's content listing.
 fn listing_path(node: &str, storage: &str) -> String {
     ["/nodes/", &segment(node), "/storage/", &segment(storage), "/content"].concat()
-}
-
-/// The rustls error somewhere in a chain. An `io::Error`'s `source()` skips the error it wraps (it returns the
-/// wrapped error's source), so a wrapped error is visited through `get_ref` — io::Errors nest when hyper and
-/// tokio-rustls each wrap one.
-fn rustls_cause(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(r) = c.downcast_ref::<rustls::Error>() {
-            return Some(r.clone());
-        }
-        cause = match c.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-            Some(inner) => Some(inner),
-            None => c.source(),
-        };
-    }
-    None
-}
-
-/// A transport failure kept as an error's source.
-fn kept(failure: Failure) -> Cause {
-    match failure {
-        Failure::Connect(e) => Cause::new(e),
-        Failure::Exchange(e) | Failure::CutOff(e) => Cause::new(e),
-        Failure::TooLarge => Cause::new("answer too large"),
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

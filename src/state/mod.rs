@@ -56,6 +56,18 @@ pub enum StateError {
     Newer { path: PathBuf, found: u32, supported: u32 },
 }
 
+impl StateError {
+    /// The file (or directory) it is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            StateError::Io { path, .. }
+            | StateError::TooLarge { path, .. }
+            | StateError::Unusable { path, .. }
+            | StateError::Newer { path, .. } => path,
+        }
+    }
+}
+
 /// A state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {

@@ -46,20 +46,23 @@ fn an_unusable_file_costs_an_error_naming_it_and_is_set_aside() {
     let newer = String::from_utf8(good.clone()).unwrap().replace("\"version\":2", "\"version\":3");
     let other_part = String::from_utf8(good.clone()).unwrap().replace("\"part.json\"", "\"pins.json\"");
     let wrong_data = String::from_utf8(good.clone()).unwrap().replace("\"a\":1", "\"a\":\"one\"");
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated", good[..good.len() / 2].to_vec(), "not a state file"),
-        ("garbage", b"\x00\x01garbage".to_vec(), "not a state file"),
-        ("empty", Vec::new(), "not a state file"),
-        ("newer", newer.into_bytes(), "written by a newer vztmpld (layout 3; this one reads up to 2)"),
-        ("another part", other_part.into_bytes(), "it says it is 'pins.json'"),
-        ("data of another shape", wrong_data.into_bytes(), "not a state file"),
-        ("too large", vec![b' '; 5000], "larger than 4 KiB"),
+    let unusable = |e: &StateError| matches!(e, StateError::Unusable { .. });
+    let newer_layout = |e: &StateError| matches!(e, StateError::Newer { found: 3, supported: 2, .. });
+    type Expected<'a> = &'a dyn Fn(&StateError) -> bool;
+    let cases: Vec<(&str, Vec<u8>, Expected)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec(), &unusable),
+        ("garbage", b"\x00\x01garbage".to_vec(), &unusable),
+        ("empty", Vec::new(), &unusable),
+        ("newer", newer.into_bytes(), &newer_layout),
+        ("another part", other_part.into_bytes(), &unusable),
+        ("data of another shape", wrong_data.into_bytes(), &unusable),
+        ("too large", vec![b' '; 5000], &unusable),
     ];
-    for (case, bytes, says) in cases {
+    for (case, bytes, expected) in cases {
         std::fs::write(d.file(PART), &bytes).unwrap();
-        let err = d.load::<BTreeMap<String, u32>>(PART).expect_err(case).to_string();
-        assert!(err.contains(&d.file(PART).display().to_string()), "{case}: names the file: {err}");
-        assert!(err.contains(says), "{case}: {err}");
+        let err = d.load::<BTreeMap<String, u32>>(PART).expect_err(case);
+        assert_eq!(err.path(), d.file(PART), "{case}: names the file: {err}");
+        assert!(expected(&err), "{case}: {err:?}");
         assert_eq!(std::fs::read(d.path().join("part.json.bad")).unwrap(), bytes, "{case}: kept aside as it was");
         assert!(d.load::<BTreeMap<String, u32>>(PART).unwrap().is_none(), "{case}: then a fresh start");
     }
@@ -86,14 +89,14 @@ fn a_write_that_fails_keeps_the_old_file_and_says_where() {
     // A directory where the temporary file goes: the write fails even for root (as a read-only or full
     // directory would).
     std::fs::create_dir(d.path().join(".part.json.tmp")).unwrap();
-    let err = d.save(PART, &BTreeMap::<String, u32>::new()).unwrap_err().to_string();
-    assert!(err.contains("part.json: cannot write") && err.contains("permissions and free space"), "{err}");
+    let err = d.save(PART, &BTreeMap::<String, u32>::new()).unwrap_err();
+    assert!(matches!(err, StateError::Io { action: "write", .. }) && err.path() == d.file(PART), "{err:?}");
     assert_eq!(d.load::<BTreeMap<String, u32>>(PART).unwrap().unwrap().0, sample());
 
     let big: BTreeMap<String, u32> = (0..1000).map(|i| (format!("key{i}"), i)).collect();
     std::fs::remove_dir(d.path().join(".part.json.tmp")).unwrap();
-    let err = d.save(PART, &big).unwrap_err().to_string();
-    assert!(err.contains("more than the 4096 bytes"), "{err}");
+    let err = d.save(PART, &big).unwrap_err();
+    assert!(matches!(err, StateError::TooLarge { limit: 4096, .. }), "{err:?}");
     assert_eq!(d.load::<BTreeMap<String, u32>>(PART).unwrap().unwrap().0, sample(), "the old state stays");
 }
 
@@ -102,6 +105,6 @@ fn a_state_directory_that_is_a_file_is_refused_with_its_path() {
     let d = dir("notadir");
     let file = d.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    let err = StateDir::open(&file).unwrap_err().to_string();
-    assert!(err.contains(&file.display().to_string()), "{err}");
+    let err = StateDir::open(&file).unwrap_err();
+    assert_eq!(err.path(), file, "{err}");
 }

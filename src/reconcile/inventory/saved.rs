@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 use super::{ClusterInventory, Inventory, Listing, NodeInventory, Shelf, Vol};
 use crate::time::Timestamp;
 
+/// A saved inventory whose shelf points at no listing (a corrupt file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cluster {cluster}, node {node}: storage {storage} points at no listing")]
+pub struct DanglingListing {
+    pub cluster: String,
+    pub node: String,
+    pub storage: String,
+}
+
 /// Every cluster's nodes, as saved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedInventory {
@@ -92,7 +101,7 @@ impl Inventory {
 
     /// Takes a saved inventory in (at start, before the first pass) for the clusters configured; a shelf that
     /// points at no listing is a corrupt file, and the error says which.
-    pub fn restore(&mut self, saved: SavedInventory, configured: &[String]) -> Result<(), String> {
+    pub fn restore(&mut self, saved: SavedInventory, configured: &[String]) -> Result<(), DanglingListing> {
         let mut clusters = HashMap::new();
         for (name, cluster) in saved.clusters {
             if !configured.contains(&name) {
@@ -109,12 +118,14 @@ impl Inventory {
                     .shelves
                     .into_iter()
                     .map(|s| {
-                        let volumes = listings.get(s.listing).cloned().ok_or_else(|| {
-                            format!("cluster {name}, node {node}: storage {} points at no listing", s.storage)
+                        let volumes = listings.get(s.listing).cloned().ok_or_else(|| DanglingListing {
+                            cluster: name.clone(),
+                            node: node.clone(),
+                            storage: s.storage.clone(),
                         })?;
                         Ok(Shelf { storage: s.storage.into(), shared: s.shared, volumes })
                     })
-                    .collect::<Result<Vec<_>, String>>()?;
+                    .collect::<Result<Vec<_>, DanglingListing>>()?;
                 let inventory =
                     NodeInventory { arch: n.arch.into(), online: n.online, observed_at: n.observed_at.into(), shelves };
                 nodes.insert(node.into_boxed_str(), inventory);
@@ -182,6 +193,6 @@ mod tests {
         assert!(back.cluster("lab").is_none());
         saved.clusters.get_mut("lab").unwrap().listings.truncate(1);
         let err = back.restore(saved, &["lab".into()]).unwrap_err();
-        assert!(err.contains("cluster lab, node") && err.contains("points at no listing"), "{err}");
+        assert_eq!((err.cluster.as_str(), err.storage.as_str()), ("lab", "nfs"), "{err}");
     }
 }
